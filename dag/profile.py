@@ -1,0 +1,252 @@
+"""Cost profiles: what each op and each link costs on some hardware.
+
+A `CostProfile` is the simulator's only source of time. It holds, per op, the median cost of
+one batch in seconds with its spread and the bytes the op moves; the latency and bandwidth of
+the links between ranks on one machine (``intra``) and between machines (``inter``); the CPU
+cores of a machine; and where the numbers came from: ``measured`` (written by ``tgpipe
+profile`` on a named device) or ``illustrative`` (written by hand to look like published
+breakdowns, never to be quoted as a measurement).
+
+Examples
+--------
+>>> p = load_profile("gpu-illustrative")
+>>> p.source
+'illustrative'
+>>> round(p.transfer_time(2e9, inter=False), 3)  # 2 GB over the intra-machine link
+0.1
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from tgpipe.dag.ops import OPS
+
+from tgpipe.errors import InputError
+from tgpipe.files import atomic_write
+
+__all__ = ["SOURCES", "CostProfile", "Link", "OpCost", "builtin_profiles", "load_profile"]
+
+#: Where a profile's numbers come from.
+SOURCES = ("measured", "illustrative")
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """Cost of one op for one batch: median and spread (median absolute deviation) in
+    seconds, and bytes moved (0 for pure compute)."""
+
+    median: float
+    spread: float = 0.0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link between two ranks: one message costs latency + bytes / bandwidth."""
+
+    latency: float  #: seconds
+    bandwidth: float  #: bytes per second
+
+    def time(self, nbytes: float) -> float:
+        return self.latency + nbytes / self.bandwidth
+
+
+@dataclass(frozen=True)
+class CostProfile:
+    """Per-op costs, links and machine facts (see module doc)."""
+
+    name: str
+    source: str
+    device: str
+    ops: dict[str, OpCost]
+    intra: Link
+    inter: Link
+    cpu_cores: int
+    batch_size: int = 600
+    note: str = ""
+    meta: dict = field(default_factory=dict)
+
+    # ---- costs: the one place where an op's time is decided --------------------------------
+    def cost(self, op: str, n_ranks: int = 1, inter: bool = False) -> float:
+        """Seconds that `op` holds its resources for one batch on `n_ranks` ranks.
+
+        GRAD_SYNC is a ring all-reduce of its bytes: its median (local overhead) plus
+        2 (W-1) messages of bytes / W each over the slowest link in play.
+        """
+        entry = self.ops[op]
+        if op != "GRAD_SYNC" or n_ranks <= 1:
+            return entry.median
+        link = self.inter if inter else self.intra
+        steps = 2 * (n_ranks - 1)
+        return entry.median + steps * link.time(entry.bytes / n_ranks)
+
+    def transfer_time(self, nbytes: float, inter: bool) -> float:
+        """One message of `nbytes` between two ranks, on one machine or across machines."""
+        return (self.inter if inter else self.intra).time(nbytes)
+
+    def edge_delay(
+        self, kind: str, nbytes: float, same_rank: bool, same_machine: bool, memory: str = "host"
+    ) -> float:
+        """Delay of a DAG edge whose two ends ran where stated.
+
+        Same rank: nothing moves. A ``memory`` edge with the ``host`` memory backend between
+        ranks of one machine passes only a token (latency): the rows already sit in shared
+        host memory. Every other cross-rank edge sends its bytes over the link.
+        """
+        if same_rank:
+            return 0.0
+        if kind == "memory" and memory == "host" and same_machine:
+            nbytes = 0
+        return self.transfer_time(nbytes, inter=not same_machine)
+
+    # ---- JSON ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "device": self.device,
+            "note": self.note,
+            "batch_size": self.batch_size,
+            "cpu_cores": self.cpu_cores,
+            "ops": {
+                op: {"median": c.median, "spread": c.spread, "bytes": c.bytes}
+                for op, c in self.ops.items()
+            },
+            "links": {
+                "intra": {"latency": self.intra.latency, "bandwidth": self.intra.bandwidth},
+                "inter": {"latency": self.inter.latency, "bandwidth": self.inter.bandwidth},
+            },
+            "meta": self.meta,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @staticmethod
+    def from_dict(data: object, where: str = "profile") -> CostProfile:
+        """Check every field; a problem raises InputError naming the field."""
+        return _parse(data, where)
+
+    @staticmethod
+    def load(path: str | os.PathLike) -> CostProfile:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise InputError(f"cannot read profile {path}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"profile {path} is not valid JSON (line {exc.lineno}: {exc.msg})"
+            ) from None
+        return _parse(data, str(path))
+
+
+def _number(value: object, where: str, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{where} must be a finite number, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise InputError(f"{where} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+    return float(value)
+
+
+def _field(data: dict, key: str, where: str) -> object:
+    if key not in data:
+        raise InputError(f"{where}: missing field {key!r}")
+    return data[key]
+
+
+def _parse(data: object, where: str) -> CostProfile:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    source = _field(data, "source", where)
+    if source not in SOURCES:
+        raise InputError(
+            f"{where}: field 'source' must be one of {', '.join(SOURCES)}, got {source!r}"
+        )
+    ops_in = _field(data, "ops", where)
+    if not isinstance(ops_in, dict):
+        raise InputError(f"{where}: field 'ops' must be an object of op -> cost")
+    unknown = sorted(set(ops_in) - set(OPS))
+    if unknown:
+        raise InputError(f"{where}: unknown op {unknown[0]!r} in 'ops': expected {', '.join(OPS)}")
+    ops = {}
+    for op in OPS:
+        if op not in ops_in:
+            raise InputError(f"{where}: missing cost of op {op!r} in 'ops'")
+        entry = ops_in[op]
+        if not isinstance(entry, dict):
+            raise InputError(f"{where}: ops.{op} must be an object with median, spread, bytes")
+        median = _number(_field(entry, "median", f"{where}: ops.{op}"), f"{where}: ops.{op}.median")
+        spread = _number(entry.get("spread", 0.0), f"{where}: ops.{op}.spread")
+        nbytes = _number(entry.get("bytes", 0), f"{where}: ops.{op}.bytes")
+        ops[op] = OpCost(median, spread, int(nbytes))
+    links_in = _field(data, "links", where)
+    if not isinstance(links_in, dict):
+        raise InputError(f"{where}: field 'links' must be an object with 'intra' and 'inter'")
+    links = {}
+    for name in ("intra", "inter"):
+        link = _field(links_in, name, f"{where}: links")
+        if not isinstance(link, dict):
+            raise InputError(f"{where}: links.{name} must be an object with latency, bandwidth")
+        lat = _number(
+            _field(link, "latency", f"{where}: links.{name}"), f"{where}: links.{name}.latency"
+        )
+        bw = _number(
+            _field(link, "bandwidth", f"{where}: links.{name}"),
+            f"{where}: links.{name}.bandwidth",
+            positive=True,
+        )
+        links[name] = Link(lat, bw)
+    cores = _field(data, "cpu_cores", where)
+    if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
+        raise InputError(f"{where}: field 'cpu_cores' must be an integer >= 1, got {cores!r}")
+    batch = data.get("batch_size", 600)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"{where}: field 'batch_size' must be an integer >= 1, got {batch!r}")
+    for key in ("name", "device", "note"):
+        if not isinstance(data.get(key, ""), str):
+            raise InputError(f"{where}: field {key!r} must be a string")
+    meta = data.get("meta", {})
+    if not isinstance(meta, dict):
+        raise InputError(f"{where}: field 'meta' must be an object")
+    return CostProfile(
+        name=data.get("name", "") or Path(where).stem,
+        source=source,
+        device=data.get("device", ""),
+        ops=ops,
+        intra=links["intra"],
+        inter=links["inter"],
+        cpu_cores=cores,
+        batch_size=batch,
+        note=data.get("note", ""),
+        meta=meta,
+    )
+
+
+def builtin_profiles() -> list[str]:
+    """Names of the profiles shipped with tgpipe."""
+    folder = resources.files("tgpipe.dag") / "profiles"
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_profile(name_or_path: str | os.PathLike) -> CostProfile:
+    """A built-in profile by name, or a profile JSON file by path."""
+    text = str(name_or_path)
+    if text in builtin_profiles():
+        entry = resources.files("tgpipe.dag") / "profiles" / f"{text}.json"
+        return _parse(json.loads(entry.read_text()), text)
+    path = Path(text)
+    if not path.exists():
+        raise InputError(
+            f"no profile {text!r}: give a JSON file or one of the built-in "
+            f"profiles {', '.join(builtin_profiles())}"
+        )
+    return CostProfile.load(path)

@@ -1,0 +1,6 @@
+"""The SimPy discrete-event simulator of schedules.
+
+Not built yet: see the simulator issue.
+"""
+
+__all__: list[str] = []

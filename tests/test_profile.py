@@ -1,0 +1,75 @@
+import json
+
+import pytest
+from tgpipe.dag import CostProfile, builtin_profiles, load_profile
+
+from tgpipe.errors import InputError
+
+
+def test_builtin_profile_is_labelled_illustrative():
+    assert "gpu-illustrative" in builtin_profiles()
+    p = load_profile("gpu-illustrative")
+    assert p.source == "illustrative" and "not measured" in p.device
+    assert p.note
+
+
+def test_round_trip(tmp_path):
+    p = load_profile("gpu-illustrative")
+    p.save(tmp_path / "p.json")
+    assert CostProfile.load(tmp_path / "p.json") == p
+
+
+def test_transfer_and_allreduce(hand):
+    p = hand({"GRAD_SYNC": 0.0}, {"GRAD_SYNC": 4000}, intra=(1e-3, 1000.0))
+    assert p.transfer_time(500, inter=False) == pytest.approx(1e-3 + 0.5)
+    assert p.cost("GRAD_SYNC", 1) == 0.0
+    # ring all-reduce on 4 ranks: 6 messages of 1000 bytes, each 1 ms + 1 s
+    assert p.cost("GRAD_SYNC", 4) == pytest.approx(6 * 1.001)
+
+
+def test_edge_delay_rules(hand):
+    p = hand(intra=(0.5, 100.0), inter=(1.0, 10.0))
+    assert p.edge_delay("memory", 100, same_rank=True, same_machine=True) == 0.0
+    assert p.edge_delay("memory", 100, False, True, "host") == 0.5  # token only
+    assert p.edge_delay("memory", 100, False, True, "rows") == 1.5
+    assert p.edge_delay("memory", 100, False, False, "host") == 11.0
+    assert p.edge_delay("param", 100, False, True) == 1.5
+
+
+def _bad(tmp_path, mutate):
+    data = load_profile("gpu-illustrative").to_dict()
+    mutate(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: d["ops"].update(FOO={"median": 1}), "unknown op 'FOO'"),
+        (lambda d: d["ops"]["FWD"].update(median=-1), "ops.FWD.median must be >= 0"),
+        (lambda d: d["ops"]["FWD"].pop("median"), "ops.FWD: missing field 'median'"),
+        (lambda d: d["ops"].pop("BWD"), "missing cost of op 'BWD'"),
+        (lambda d: d["ops"]["FWD"].update(median="fast"), "ops.FWD.median must be a finite number"),
+        (lambda d: d["links"]["intra"].update(bandwidth=0), "links.intra.bandwidth must be > 0"),
+        (lambda d: d.update(source="guessed"), "'source' must be one of measured, illustrative"),
+        (lambda d: d.update(cpu_cores=0), "'cpu_cores' must be an integer >= 1"),
+        (lambda d: d.pop("links"), "missing field 'links'"),
+    ],
+)
+def test_malformed_profile_names_field(tmp_path, mutate, message):
+    with pytest.raises(InputError, match=message):
+        CostProfile.load(_bad(tmp_path, mutate))
+
+
+def test_unreadable_json(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        CostProfile.load(path)
+
+
+def test_unknown_profile_lists_builtins():
+    with pytest.raises(InputError, match="gpu-illustrative"):
+        load_profile("no-such-profile")

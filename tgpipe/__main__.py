@@ -1,0 +1,5 @@
+"""`python -m tgpipe` is the `tgpipe` command."""
+
+from tgpipe.cli import main
+
+raise SystemExit(main())
