@@ -1,0 +1,90 @@
+"""The metrics of a run, defined once for simulated and measured traces alike.
+
+- **makespan**: end of the last action minus start of the first;
+- **steady-state window**: from the completion of the batch at 20 % of the run to the one at
+  80 % (batches ordered by when they complete), so that warm-up and drain are left out; runs
+  of fewer than 5 batches use the whole run;
+- **period**: seconds per batch inside that window;
+- **throughput**: events per second = batch size / period;
+- **GPU bubble ratio**: for each rank, the idle time of its ``gpu`` lane inside the window over
+  the window's length;
+- **gap**: period / lower bound - 1.
+
+Examples
+--------
+>>> from tgpipe.trace import Trace, TraceRow
+>>> rows = [TraceRow(0, "gpu", "FWD", b, b * 1.0, b * 1.0 + 0.5) for b in range(10)]
+>>> m = metrics(Trace(rows, {"batch_size": 600}))
+>>> m.period, m.bubble
+(1.0, 0.5)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from tgpipe.trace import Trace
+
+__all__ = ["Metrics", "gpu_busy", "metrics", "steady_window"]
+
+WARMUP, DRAIN = 0.2, 0.8
+
+
+class Metrics(NamedTuple):
+    makespan: float  #: seconds
+    period: float  #: seconds per batch in the steady-state window
+    throughput: float  #: events per second
+    bubbles: tuple[float, ...]  #: per-rank GPU bubble ratio in the window
+    window: tuple[float, float]  #: the steady-state window (start, end), seconds
+    gap: float | None  #: period / bound - 1, when a bound was given
+
+    @property
+    def bubble(self) -> float:
+        """Mean GPU bubble ratio over the ranks."""
+        return sum(self.bubbles) / len(self.bubbles) if self.bubbles else 0.0
+
+
+def steady_window(trace: Trace) -> tuple[float, float, int]:
+    """(start, end, batches completed inside) of the steady-state window."""
+    done: dict[int, float] = {}
+    for r in trace.rows:
+        done[r.batch] = max(done.get(r.batch, r.end), r.end)
+    ends = sorted(done.values())
+    n = len(ends)
+    if n == 0:
+        return 0.0, 0.0, 0
+    if n < 5:
+        return min(r.start for r in trace.rows), ends[-1], n
+    a, b = math.floor(WARMUP * (n - 1)), math.ceil(DRAIN * (n - 1))
+    return ends[a], ends[b], b - a
+
+
+def gpu_busy(trace: Trace, rank: int, start: float, end: float) -> float:
+    """Seconds that the rank's gpu lane is busy inside [start, end] (overlaps merged)."""
+    spans = sorted((r.start, r.end) for r in trace.rows if r.rank == rank and r.lane == "gpu")
+    busy, cursor = 0.0, start
+    for s, e in spans:
+        s, e = max(s, cursor), min(e, end)
+        if e > s:
+            busy += e - s
+            cursor = e
+    return busy
+
+
+def metrics(trace: Trace, bound: float | None = None) -> Metrics:
+    """All metrics of a trace; `bound` (seconds per batch) gives the gap."""
+    if not trace.rows:
+        raise ValueError("an empty trace has no metrics")
+    makespan = max(r.end for r in trace.rows) - min(r.start for r in trace.rows)
+    start, end, batches = steady_window(trace)
+    period = (end - start) / batches if batches else 0.0
+    span = end - start
+    bubbles = tuple(
+        1.0 - gpu_busy(trace, rank, start, end) / span if span > 0 else 0.0
+        for rank in range(trace.n_ranks)
+    )
+    batch_size = trace.meta.get("batch_size", 600)
+    throughput = batch_size / period if period > 0 else math.inf
+    gap = period / bound - 1.0 if bound else None
+    return Metrics(makespan, period, throughput, bubbles, (start, end), gap)

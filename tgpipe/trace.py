@@ -1,0 +1,107 @@
+"""Traces: what ran where and when, from the simulator or from a real run.
+
+A `Trace` is a list of rows (rank, lane, op, batch, start, end) in seconds from the start of
+the run, plus a little metadata (which schedule, which semantics, simulated or measured). Both
+the simulator and the executor write this one type, so both draw in one chart and are measured
+by the same metrics (`tgpipe.metrics`).
+
+Examples
+--------
+>>> t = Trace([TraceRow(0, "gpu", "FWD", 0, 0.0, 0.004)], {"schedule": "sequential"})
+>>> t.rows[0].duration
+0.004
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from tgpipe.dag.ops import LANES, OPS
+from tgpipe.errors import InputError
+from tgpipe.files import atomic_write
+
+__all__ = ["Trace", "TraceRow"]
+
+
+class TraceRow(NamedTuple):
+    """One action that ran: its place, its op and batch, its start and end in seconds."""
+
+    rank: int
+    lane: str
+    op: str
+    batch: int
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Trace:
+    """Rows plus metadata. Conventional metadata keys: ``schedule`` (name), ``semantics``
+    ([s_mem, s_w, g]), ``source`` (``simulated`` or ``measured``), ``n_ranks``,
+    ``batch_size`` (events per batch), ``profile`` (name)."""
+
+    rows: list[TraceRow]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_ranks(self) -> int:
+        return self.meta.get("n_ranks") or (1 + max((r.rank for r in self.rows), default=0))
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("schedule", "trace")
+
+    def to_dict(self) -> dict:
+        return {"meta": self.meta, "rows": [list(r) for r in self.rows]}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write(path, json.dumps(self.to_dict()) + "\n")
+
+    @staticmethod
+    def from_dict(data: object, where: str = "trace") -> Trace:
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+            raise InputError(f"{where}: not a tgpipe trace (expected an object with 'rows')")
+        meta = data.get("meta", {})
+        if not isinstance(meta, dict):
+            raise InputError(f"{where}: field 'meta' must be an object")
+        rows = []
+        for k, row in enumerate(data["rows"]):
+            try:
+                rank, lane, op, batch, start, end = row
+                ok = (
+                    lane in LANES
+                    and op in OPS
+                    and all(isinstance(x, int) and x >= 0 for x in (rank, batch))
+                    and all(isinstance(x, (int, float)) for x in (start, end))
+                    and end >= start
+                )
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise InputError(
+                    f"{where}: row {k} is not [rank, lane, op, batch, start, end] with a "
+                    f"known lane and op and end >= start: {row!r}"
+                )
+            rows.append(TraceRow(rank, lane, op, batch, float(start), float(end)))
+        return Trace(rows, meta)
+
+    @staticmethod
+    def load(path: str | os.PathLike) -> Trace:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise InputError(f"cannot read trace {path}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"trace {path} is not valid JSON (line {exc.lineno}: {exc.msg})"
+            ) from None
+        return Trace.from_dict(data, str(path))
