@@ -1,5 +1,7 @@
 """Shared test helpers: small hand-made profiles whose numbers are easy to check by hand."""
 
+from pathlib import Path
+
 import pytest
 from tgpipe.dag import OPS, CostProfile, Link, OpCost
 
@@ -24,3 +26,14 @@ def make_profile(
 @pytest.fixture
 def hand():
     return make_profile
+
+
+#: The real data set beside the checkout (never committed): ../shared/data/wikipedia.csv
+WIKIPEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikipedia.csv"
+
+
+@pytest.fixture
+def wikipedia_csv():
+    if not WIKIPEDIA.exists():
+        pytest.skip(f"the shared data set is absent: {WIKIPEDIA}")
+    return WIKIPEDIA

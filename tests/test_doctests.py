@@ -15,6 +15,7 @@ MODULES = [
     "tgpipe.trace",
     "tgpipe.metrics",
     "tgpipe.executor.graph",
+    "tgpipe.progress",
 ]
 
 
