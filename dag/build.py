@@ -5,14 +5,19 @@ Edges carry a *kind*:
 - ``data``: inside a batch (SAMPLE -> FEAT -> FWD, MEM_FETCH -> MEM_ROOT -> MEM_WRITE, ...);
 - ``memory``: MEM_WRITE of every batch of group G-1-s_mem -> MEM_FETCH and MEM_SUPPORT of the
   batches of group G (with g = 1: MEM_WRITE(i-1-s_mem) -> MEM_FETCH(i));
-- ``param``: STEP(i - g(1+s_w)) -> FWD(i), and STEP(i-g) -> STEP(i) (steps are sequential);
+- ``param``: STEP(i - g(1+s_w)) -> MEM_ROOT(i), MEM_SUPPORT(i) and FWD(i), the ops that
+  compute with the weights (the memory GRU is a weight too); and STEP(i-g) -> STEP(i) (steps
+  are sequential);
 - ``group``: BWD of each batch of a group -> GRAD_SYNC of the others (the all-reduce waits for
   all of its members).
 
 MEM_WRITE depends on MEM_ROOT and FEAT (the batch's edge features go into the mails), never on
-FWD or BWD: memory is detached, so the write-back may run before training; that is the main
-trick of PipeTGL. The memory store is versioned, so a read waits for the writes it must see
-and never for later ones (no write-after-read edges): the executor keeps that promise.
+the FWD or BWD of its own batch or group: memory is detached, so the write-back may run before
+training; that is the main trick of PipeTGL. (With s_w = 0 the GRU of batch i still waits for
+the step of batch i-1, through its param edge.)
+
+The memory store is versioned, so a read waits for the writes it must see and never for later
+ones (no write-after-read edges): the executor keeps that promise.
 
 Examples
 --------
@@ -64,6 +69,10 @@ _DATA_EDGES = (
 )
 
 
+#: Ops that compute with the model's weights (the memory GRU, the embedding and predictor).
+_WEIGHT_READERS = ("MEM_ROOT", "MEM_SUPPORT", "FWD")
+
+
 def batch_ops(semantics: Semantics) -> tuple[str, ...]:
     """The ops one batch runs: GRAD_SYNC only where a synchronous group shares a step."""
     return tuple(op for op in OPS if op != "GRAD_SYNC" or semantics.g > 1)
@@ -93,7 +102,8 @@ def batch_edges(semantics: Semantics, i: int) -> Iterator[tuple[str, int, str, i
             yield "MEM_WRITE", j, "MEM_FETCH", i, "memory"
             yield "MEM_WRITE", j, "MEM_SUPPORT", i, "memory"
     if i - g * (1 + s_w) >= 0:
-        yield "STEP", i - g * (1 + s_w), "FWD", i, "param"
+        for op in _WEIGHT_READERS:
+            yield "STEP", i - g * (1 + s_w), op, i, "param"
     if i - g >= 0:
         yield "STEP", i - g, "STEP", i, "param"
 

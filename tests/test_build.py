@@ -22,8 +22,8 @@ def test_counts_by_hand(hand):
     nodes, edges = count_by_kind(G)
     assert set(nodes.values()) == {3} and "GRAD_SYNC" not in nodes
     # 10 data edges per batch; batches 1 and 2 each read memory twice (FETCH, SUPPORT) and
-    # receive two param edges (STEP -> FWD, STEP -> STEP)
-    assert edges == {"data": 30, "memory": 4, "param": 4}
+    # receive four param edges (STEP -> MEM_ROOT, MEM_SUPPORT, FWD; STEP -> STEP)
+    assert edges == {"data": 30, "memory": 4, "param": 8}
 
 
 def test_edges_follow_semantics(hand):
@@ -38,11 +38,23 @@ def test_edges_follow_semantics(hand):
 @pytest.mark.parametrize(
     "semantics", [sequential(), pipetgl(4), data_parallel(4), mspipe(4, 2), Semantics(2, 1, 3)]
 )
-def test_mem_write_never_waits_for_training(hand, semantics):
+def test_mem_write_never_waits_for_training_of_its_group(hand, semantics):
     G = build_dag(hand(), semantics, 24)
-    for v, op in G.nodes(data="op"):
-        if op == "MEM_WRITE":
-            assert not {G.nodes[a]["op"] for a in nx.ancestors(G, v)} & {"FWD", "BWD", "STEP"}
+    for v, data in G.nodes(data=True):
+        if data["op"] == "MEM_WRITE":
+            first = data["batch"] - data["batch"] % semantics.g
+            assert not any(
+                G.nodes[a]["op"] in ("FWD", "BWD", "STEP") and G.nodes[a]["batch"] >= first
+                for a in nx.ancestors(G, v)
+            )
+
+
+def test_weight_readers_wait_for_their_weight_version(hand):
+    G = build_dag(hand(), pipetgl(3), 8)  # s_w = 2: batch 5 computes with the step of batch 2
+    for op in ("MEM_ROOT", "MEM_SUPPORT", "FWD"):
+        assert G.edges["STEP2", f"{op}5"]["kind"] == "param"
+    assert not nx.has_path(G, "FWD4", "MEM_WRITE5")
+    assert nx.has_path(build_dag(hand(), sequential(), 8), "BWD4", "MEM_WRITE5")
 
 
 @pytest.mark.parametrize("g,s_mem", [(3, 0), (3, 1), (4, 2)])
