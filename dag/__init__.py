@@ -15,6 +15,8 @@ from tgpipe.dag.build import (
     build_dag,
     count_by_kind,
     critical_path,
+    edge_bytes,
+    predecessors,
     save_dag,
 )
 from tgpipe.dag.cluster import Cluster
@@ -41,6 +43,8 @@ __all__ = [
     "builtin_profiles",
     "count_by_kind",
     "critical_path",
+    "edge_bytes",
+    "predecessors",
     "data_parallel",
     "load_profile",
     "lower_bound",

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import networkx as nx
 import numpy as np
-from tgpipe.dag.build import batch_edges, batch_ops
+from tgpipe.dag.build import batch_edges, batch_ops, edge_bytes
 from tgpipe.dag.cluster import Cluster
 from tgpipe.dag.ops import OPS, node_name, parse_node
 from tgpipe.dag.profile import CostProfile
@@ -116,7 +116,7 @@ def periodic_graph(
     for p in range(U):
         i = base + p
         for a, j, b, _, kind in batch_edges(semantics, i):
-            nbytes = profile.ops[a].bytes if kind in ("memory", "param") else 0
+            nbytes = edge_bytes(profile, a, kind)
             ra, rb = j % W, i % W
             delay = profile.edge_delay(kind, nbytes, ra == rb, cluster.same_machine(ra, rb), memory)
             H.add_edge(

@@ -49,6 +49,8 @@ __all__ = [
     "batch_edges",
     "batch_ops",
     "build_dag",
+    "edge_bytes",
+    "predecessors",
     "count_by_kind",
     "critical_path",
     "save_dag",
@@ -108,7 +110,24 @@ def batch_edges(semantics: Semantics, i: int) -> Iterator[tuple[str, int, str, i
         yield "STEP", i - g, "STEP", i, "param"
 
 
-def _edge_bytes(profile: CostProfile, src_op: str, kind: str) -> int:
+def predecessors(
+    semantics: Semantics, n_batches: int
+) -> dict[tuple[str, int], list[tuple[tuple[str, int], str]]]:
+    """(op, batch) -> its predecessors as ((op, batch), kind): the unrolled DAG as plain
+    dicts, for code that walks every node and needs no graph object (validation, the
+    simulator)."""
+    ops = batch_ops(semantics)
+    preds: dict[tuple[str, int], list[tuple[tuple[str, int], str]]] = {
+        (op, i): [] for i in range(n_batches) for op in ops
+    }
+    for i in range(n_batches):
+        for a, j, b, _, kind in batch_edges(semantics, i):
+            if 0 <= j < n_batches:
+                preds[b, i].append(((a, j), kind))
+    return preds
+
+
+def edge_bytes(profile: CostProfile, src_op: str, kind: str) -> int:
     """Bytes that cross a link if the edge's ends run on different ranks."""
     if kind in ("memory", "param"):
         return profile.ops[src_op].bytes  # memory rows; weights with optimizer state
@@ -136,7 +155,7 @@ def build_dag(profile: CostProfile, semantics: Semantics, n_batches: int) -> nx.
         for op in ops
     }
     edge_attrs = {
-        (op, kind): {"kind": kind, "bytes": _edge_bytes(profile, op, kind)}
+        (op, kind): {"kind": kind, "bytes": edge_bytes(profile, op, kind)}
         for op in ops
         for kind in EDGE_KINDS
     }

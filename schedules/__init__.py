@@ -1,6 +1,29 @@
-"""Schedules: the IR that places every DAG node on a rank and a lane, and its families.
+"""Schedules: the IR that places every DAG node on a rank and a lane, and its families."""
 
-Not built yet: see the simulator issue.
-"""
+from tgpipe.schedules.families import (
+    FAMILIES,
+    build_lanes,
+    data_parallel,
+    disttgl,
+    family,
+    mspipe,
+    pipetgl,
+    sequential,
+)
+from tgpipe.schedules.ir import Action, Schedule, action_resources, requirements, validate
 
-__all__: list[str] = []
+__all__ = [
+    "FAMILIES",
+    "Action",
+    "Schedule",
+    "action_resources",
+    "build_lanes",
+    "data_parallel",
+    "disttgl",
+    "family",
+    "mspipe",
+    "pipetgl",
+    "requirements",
+    "sequential",
+    "validate",
+]

@@ -1,6 +1,5 @@
-"""The SimPy discrete-event simulator of schedules.
+"""The SimPy discrete-event simulator of schedules."""
 
-Not built yet: see the simulator issue.
-"""
+from tgpipe.simulator.sim import Deadlock, simulate
 
-__all__: list[str] = []
+__all__ = ["Deadlock", "simulate"]

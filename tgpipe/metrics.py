@@ -2,9 +2,12 @@
 
 - **makespan**: end of the last action minus start of the first;
 - **steady-state window**: from the completion of the batch at 20 % of the run to the one at
-  80 % (batches ordered by when they complete), so that warm-up and drain are left out; runs
-  of fewer than 5 batches use the whole run;
-- **period**: seconds per batch inside that window;
+  about 80 % (batches ordered by when they complete), so that warm-up and drain are left out.
+  The window spans a whole number of the schedule's *units* (``trace.unit``: the batches after
+  which placement and groups repeat, lcm(g, W) for the families), so that it starts and ends
+  at the same point of the pattern; runs of fewer than 5 batches use the whole run;
+- **period**: the window's length over the batches completed inside it (after its start, up
+  to and including its end), exact also where a group of batches completes at once;
 - **throughput**: events per second = batch size / period;
 - **GPU bubble ratio**: for each rank, the idle time of its ``gpu`` lane inside the window over
   the window's length;
@@ -21,6 +24,7 @@ Examples
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import NamedTuple
 
@@ -46,7 +50,7 @@ class Metrics(NamedTuple):
 
 
 def steady_window(trace: Trace) -> tuple[float, float, int]:
-    """(start, end, batches completed inside) of the steady-state window."""
+    """(start, end, batches completed in (start, end]) of the steady-state window."""
     done: dict[int, float] = {}
     for r in trace.rows:
         done[r.batch] = max(done.get(r.batch, r.end), r.end)
@@ -57,7 +61,11 @@ def steady_window(trace: Trace) -> tuple[float, float, int]:
     if n < 5:
         return min(r.start for r in trace.rows), ends[-1], n
     a, b = math.floor(WARMUP * (n - 1)), math.ceil(DRAIN * (n - 1))
-    return ends[a], ends[b], b - a
+    unit = trace.unit
+    b = a + max(1, (b - a) // unit) * unit if b - a >= unit else b
+    start, end = ends[a], ends[b]
+    # count completions in (start, end]: exact when batches complete in bursts (groups)
+    return start, end, bisect.bisect_right(ends, end) - bisect.bisect_right(ends, start)
 
 
 def gpu_busy(trace: Trace, rank: int, start: float, end: float) -> float:

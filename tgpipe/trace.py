@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,8 @@ class TraceRow(NamedTuple):
 class Trace:
     """Rows plus metadata. Conventional metadata keys: ``schedule`` (name), ``semantics``
     ([s_mem, s_w, g]), ``source`` (``simulated`` or ``measured``), ``n_ranks``,
-    ``batch_size`` (events per batch), ``profile`` (name)."""
+    ``batch_size`` (events per batch), ``profile`` (name), ``unit`` (batches per repeat of
+    the schedule's pattern)."""
 
     rows: list[TraceRow]
     meta: dict = field(default_factory=dict)
@@ -54,6 +56,15 @@ class Trace:
     @property
     def n_ranks(self) -> int:
         return self.meta.get("n_ranks") or (1 + max((r.rank for r in self.rows), default=0))
+
+    @property
+    def unit(self) -> int:
+        """Batches after which the schedule's pattern repeats: meta ``unit``, else
+        lcm(g, n_ranks) from the semantics."""
+        if self.meta.get("unit"):
+            return int(self.meta["unit"])
+        semantics = self.meta.get("semantics") or (0, 0, 1)
+        return math.lcm(int(semantics[2]), self.n_ranks)
 
     @property
     def name(self) -> str:

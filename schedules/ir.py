@@ -1,0 +1,349 @@
+"""The schedule IR: every DAG node on a rank and a lane, in order.
+
+A *lane* is a queue that runs one action at a time (``gpu``, ``h2d``, ``d2h``, ``cpu``,
+``net``); the lanes of one rank run concurrently, like CUDA streams and worker threads. A
+`Schedule` maps each (rank, lane) to an ordered tuple of `Action` s, and states the semantics
+it claims, how memory moves between ranks, the machine shape and the prefetch window
+(``inflight``: at most that many batches in flight on a rank; batch k of a rank starts only
+when its batch k - inflight has finished there).
+
+A schedule saves to a text file with one row per rank and lane, so a person can read and
+edit it::
+
+    # tgpipe schedule
+    name sequential
+    semantics 0,0,1
+    ranks 1
+    batches 2
+    rank 0 gpu: MEM_ROOT0 MEM_SUPPORT0 FWD0 BWD0 STEP0 MEM_ROOT1 ...
+
+`validate` finds, before any run, an action that is missing, placed twice, unknown, or whose
+dependencies can never be met, and says where (rank, lane, position, missing predecessor).
+
+Examples
+--------
+>>> a = Action.parse("FWD17")
+>>> a, a.op, a.batch
+(FWD17, 'FWD', 17)
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from tgpipe.dag.bounds import MEMORY_BACKENDS
+from tgpipe.dag.build import predecessors
+from tgpipe.dag.cluster import Cluster
+from tgpipe.dag.ops import LANES, OPS, node_name, parse_node
+from tgpipe.dag.semantics import Semantics
+
+from tgpipe.errors import InputError
+from tgpipe.files import atomic_write
+
+__all__ = ["Action", "Schedule", "action_resources", "requirements", "validate"]
+
+
+class Action(NamedTuple):
+    """One DAG node as a schedule entry; its text form is the node's name (``FWD17``)."""
+
+    op: str
+    batch: int
+
+    def __repr__(self) -> str:
+        return node_name(self.op, self.batch)
+
+    __str__ = __repr__
+
+    @staticmethod
+    def parse(text: str) -> Action:
+        return Action(*parse_node(text))
+
+
+def action_resources(op: str, lane: str) -> tuple[str, ...]:
+    """Resources an action holds: its op's own on the op's default lane; moved to another
+    lane (MEM_WRITE sent over ``net``, say), that lane's resource alone."""
+    return OPS[op].resources if OPS[op].lane == lane else (lane,)
+
+
+LaneKey = tuple[int, str]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    semantics: Semantics
+    n_ranks: int
+    n_batches: int
+    lanes: dict[LaneKey, tuple[Action, ...]]
+    memory: str = "host"
+    gpus_per_machine: int | None = None
+    inflight: int | None = None
+    options: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def cluster(self) -> Cluster:
+        return Cluster(self.n_ranks, self.gpus_per_machine)
+
+    def actions(self) -> Iterator[tuple[int, str, int, Action]]:
+        """(rank, lane, position, action) for every placed action."""
+        for (rank, lane), acts in sorted(self.lanes.items()):
+            for pos, act in enumerate(acts):
+                yield rank, lane, pos, act
+
+    def placement(self) -> dict[Action, tuple[int, str, int]]:
+        return {act: (rank, lane, pos) for rank, lane, pos, act in self.actions()}
+
+    def batch_ranks(self) -> dict[int, list[int]]:
+        """Rank -> its batches in order (a batch belongs to every rank it has actions on)."""
+        ranks: dict[int, set[int]] = defaultdict(set)
+        for rank, _, _, act in self.actions():
+            ranks[rank].add(act.batch)
+        return {rank: sorted(batches) for rank, batches in ranks.items()}
+
+    def window_waits(self) -> dict[tuple[int, int], int]:
+        """(rank, batch) -> the batch that must finish on that rank before it may start."""
+        if not self.inflight:
+            return {}
+        waits = {}
+        for rank, batches in self.batch_ranks().items():
+            for k in range(self.inflight, len(batches)):
+                waits[rank, batches[k]] = batches[k - self.inflight]
+        return waits
+
+    # ---- text form ---------------------------------------------------------------------
+    def dumps(self) -> str:
+        s = self.semantics
+        lines = [
+            "# tgpipe schedule: one row per rank and lane; each lane runs left to right",
+            f"name {self.name}",
+            f"semantics {s.s_mem},{s.s_w},{s.g}",
+            f"ranks {self.n_ranks}",
+            f"batches {self.n_batches}",
+            f"memory {self.memory}",
+        ]
+        if self.gpus_per_machine:
+            lines.append(f"gpus_per_machine {self.gpus_per_machine}")
+        if self.inflight:
+            lines.append(f"inflight {self.inflight}")
+        for (rank, lane), acts in sorted(self.lanes.items()):
+            lines.append(f"rank {rank} {lane}: " + " ".join(map(str, acts)))
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write(path, self.dumps())
+
+    @staticmethod
+    def loads(text: str, where: str = "schedule") -> Schedule:
+        return _parse(text, where)
+
+    @staticmethod
+    def load(path: str | os.PathLike) -> Schedule:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise InputError(f"cannot read schedule {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"schedule {path} is not a text file") from None
+        return _parse(text, str(path))
+
+
+_HEADER = {"name", "semantics", "ranks", "batches", "memory", "gpus_per_machine", "inflight"}
+
+
+def _int(value: str, where: str, key: str, low: int = 1) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if number < low:
+        raise InputError(f"{where}: '{key}' must be an integer >= {low}, got {value!r}")
+    return number
+
+
+def _parse(text: str, where: str) -> Schedule:
+    head: dict[str, str] = {}
+    lanes: dict[LaneKey, tuple[Action, ...]] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        at = f"{where}:{lineno}"
+        if line.startswith("rank "):
+            left, colon, right = line.partition(":")
+            parts = left.split()
+            if not colon or len(parts) != 3:
+                raise InputError(f"{at}: expected 'rank R LANE: ACTION ...', got {raw.strip()!r}")
+            rank = _int(parts[1], at, "rank", low=0)
+            lane = parts[2]
+            if lane not in LANES:
+                raise InputError(f"{at}: unknown lane {lane!r}: use one of {', '.join(LANES)}")
+            if (rank, lane) in lanes:
+                raise InputError(f"{at}: rank {rank} lane {lane} has two rows")
+            try:
+                lanes[rank, lane] = tuple(Action.parse(t) for t in right.split())
+            except InputError as exc:
+                raise InputError(f"{at}: {exc}") from None
+            continue
+        key, _, value = line.partition(" ")
+        if key not in _HEADER:
+            raise InputError(f"{at}: unknown line {raw.strip()!r}")
+        head[key] = value.strip()
+    for key in ("semantics", "ranks", "batches"):
+        if key not in head:
+            raise InputError(f"{where}: missing '{key}' line: is the file truncated?")
+    semantics = Semantics.parse(head["semantics"])
+    memory = head.get("memory", "host")
+    if memory not in MEMORY_BACKENDS:
+        raise InputError(f"{where}: 'memory' must be one of {', '.join(MEMORY_BACKENDS)}")
+    per_machine = head.get("gpus_per_machine")
+    inflight = head.get("inflight")
+    return Schedule(
+        name=head.get("name", Path(where).stem),
+        semantics=semantics,
+        n_ranks=_int(head["ranks"], where, "ranks"),
+        n_batches=_int(head["batches"], where, "batches"),
+        lanes=lanes,
+        memory=memory,
+        gpus_per_machine=_int(per_machine, where, "gpus_per_machine") if per_machine else None,
+        inflight=_int(inflight, where, "inflight") if inflight else None,
+    )
+
+
+def requirements(schedule: Schedule) -> dict[Action, list[tuple[Action, str]]]:
+    """Action -> its DAG predecessors as (action, edge kind), for the schedule's semantics
+    and number of batches. (Keys and predecessors are plain (op, batch) tuples, which hash
+    and compare equal to Actions: wrap one in `Action` to print it.)"""
+    return predecessors(schedule.semantics, schedule.n_batches)
+
+
+# ---- validation ----------------------------------------------------------------------------
+def _where(loc: tuple[int, str, int]) -> str:
+    return f"rank {loc[0]} lane {loc[1]} position {loc[2]}"
+
+
+def validate(schedule: Schedule) -> dict[Action, list[tuple[Action, str]]]:
+    """Raise InputError (one line) unless every DAG node is placed exactly once on an existing
+    rank and lane and the lanes' orders let every action run.
+
+    The run check executes the schedule symbolically: a lane's head runs once its DAG
+    predecessors and its prefetch window are done. If lanes stop with work left, the error
+    names a stuck head, where it is, and the predecessor it waits for.
+    """
+    schedule.semantics.validate()
+    schedule.cluster.validate()
+    preds = requirements(schedule)
+    if schedule.inflight is not None and schedule.inflight < 1:
+        raise InputError(f"inflight must be >= 1, got {schedule.inflight}")
+    seen: dict[Action, tuple[int, str, int]] = {}
+    for rank, lane, pos, act in schedule.actions():
+        loc = (rank, lane, pos)
+        if not 0 <= rank < schedule.n_ranks:
+            raise InputError(
+                f"{_where(loc)}: rank {rank} is out of range: the schedule has "
+                f"{schedule.n_ranks} rank(s), 0..{schedule.n_ranks - 1}"
+            )
+        if lane not in LANES:
+            raise InputError(f"{_where(loc)}: unknown lane {lane!r}")
+        if act not in preds:
+            raise InputError(
+                f"{_where(loc)}: {act} is not an action of this run "
+                f"(batches 0..{schedule.n_batches - 1}, semantics {schedule.semantics})"
+            )
+        if act in seen:
+            raise InputError(f"{act} is placed twice: {_where(seen[act])} and {_where(loc)}")
+        seen[act] = loc
+    if len(seen) != len(preds):
+        missing = sorted((Action(*a) for a in preds if a not in seen), key=_order_key)
+        raise InputError(
+            f"{len(missing)} action(s) are not placed, e.g. {', '.join(map(str, missing[:3]))}:"
+            " every DAG node must be placed exactly once"
+        )
+    _check_runnable(schedule, preds, seen)
+    return preds
+
+
+def _order_key(act: Action) -> tuple[int, int]:
+    return act.batch, list(OPS).index(act.op)
+
+
+def _check_runnable(schedule: Schedule, preds: dict, loc: dict[Action, tuple]) -> None:
+    window = schedule.window_waits()
+    left: dict[tuple[int, int], int] = defaultdict(int)  # actions not yet done per rank, batch
+    for rank, _, _, act in schedule.actions():
+        left[rank, act.batch] += 1
+    done: set = set()  # actions, and ("finished", rank, batch) tokens
+    heads = dict.fromkeys(schedule.lanes, 0)
+    waiting: dict[object, list[LaneKey]] = defaultdict(list)
+    queue = deque(schedule.lanes)
+    n_done = 0
+    while queue:
+        key = queue.popleft()
+        acts = schedule.lanes[key]
+        while heads[key] < len(acts):
+            act = acts[heads[key]]
+            need = window.get((key[0], act.batch))
+            blocker = ("finished", key[0], need) if need is not None else None
+            if blocker is None or blocker in done:
+                blocker = next((p for p, _ in preds[act] if p not in done), None)
+            if blocker is not None:
+                waiting[blocker].append(key)
+                break
+            heads[key] += 1
+            n_done += 1
+            left[key[0], act.batch] -= 1
+            tokens = [act]
+            if left[key[0], act.batch] == 0:
+                tokens.append(("finished", key[0], act.batch))
+            for token in tokens:
+                done.add(token)
+                queue.extend(waiting.pop(token, ()))
+    if n_done == len(loc):
+        return
+    stuck = [
+        (key, heads[key], schedule.lanes[key][heads[key]])
+        for key in schedule.lanes
+        if heads[key] < len(schedule.lanes[key])
+    ]
+    raise InputError(_explain(stuck, schedule, preds, loc, done, window))
+
+
+def _explain(stuck, schedule, preds, loc, done, window) -> str:
+    """One line on the most telling stuck head: one whose missing predecessor sits later on
+    its own lane, else the first."""
+    found = []
+    for (rank, lane), pos, act in stuck:
+        here = _where((rank, lane, pos))
+        missing = [Action(*p) for p, _ in preds[act] if p not in done]
+        if missing:
+            pred = min(missing, key=lambda a: (loc[a][:2] != (rank, lane), loc[a]))
+            if loc[pred][:2] == (rank, lane):
+                found.append(
+                    (
+                        0,
+                        f"{here}: {act} needs {pred}, which comes later on the same "
+                        f"lane (position {loc[pred][2]})",
+                    )
+                )
+            else:
+                found.append(
+                    (
+                        1,
+                        f"{here}: {act} needs {pred} ({_where(loc[pred])}), "
+                        "which cannot run either",
+                    )
+                )
+        else:
+            found.append(
+                (
+                    2,
+                    f"{here}: {act} waits for batch {window.get((rank, act.batch))} "
+                    f"to finish on rank {rank} (inflight {schedule.inflight})",
+                )
+            )
+    return f"schedule {schedule.name!r} cannot run: {min(found)[1]}"

@@ -1,0 +1,138 @@
+import random
+from collections import defaultdict
+
+import pytest
+from tgpipe.dag import OPS, build_dag, lower_bound
+from tgpipe.schedules import Action, Schedule, family, requirements
+from tgpipe.simulator import Deadlock, simulate
+
+from tgpipe.metrics import metrics
+
+GPU_HEAVY = {"FWD": 10e-3, "BWD": 20e-3} | {
+    op: 1e-5 for op in ("SAMPLE", "FEAT", "MEM_FETCH", "MEM_WRITE")
+}
+
+
+def _run(profile, name, ranks, batches, **options):
+    s = family(name, profile, ranks, batches, **options)
+    trace = simulate(s, profile)
+    bound = lower_bound(profile, s.semantics, ranks, memory=s.memory).per_batch
+    return s, trace, metrics(trace, bound), bound
+
+
+def test_one_lane_makespan_is_the_sum_of_costs(hand):
+    p = hand({op: (k + 1) * 1e-3 for k, op in enumerate(OPS)})
+    n = 4
+    G = build_dag(p, family("sequential", p, 1, n).semantics, n)
+    import networkx as nx
+
+    order = tuple(
+        Action(G.nodes[v]["op"], G.nodes[v]["batch"])
+        for v in nx.lexicographical_topological_sort(G)
+    )
+    s = Schedule("one lane", family("sequential", p, 1, n).semantics, 1, n, {(0, "gpu"): order})
+    trace = simulate(s, p)
+    total = sum(G.nodes[v]["cost"] for v in G)
+    assert metrics(trace).makespan == pytest.approx(total)
+
+
+def test_pipetgl_with_cheap_chains_has_period_r_over_w_and_no_bubbles(hand):
+    p = hand(GPU_HEAVY)
+    R = sum(p.cost(op) for op in OPS if "gpu" in OPS[op].resources)  # GPU work per batch
+    _, _, m, _ = _run(p, "pipetgl", 4, 120)
+    assert m.period == pytest.approx(R / 4, rel=1e-3)
+    assert max(m.bubbles) < 0.01
+
+
+def test_pipetgl_with_expensive_memory_chain_runs_at_the_chain_bound(hand):
+    chain = {"MEM_FETCH": 4e-3, "MEM_ROOT": 5e-3, "MEM_WRITE": 3e-3}
+    p = hand(GPU_HEAVY | chain, {"MEM_WRITE": 10_000}, intra=(2e-4, 1e8))
+    _, _, m, bound = _run(p, "pipetgl/rows", 4, 120)
+    assert lower_bound(p, family("pipetgl", p, 4, 1).semantics, 4, memory="rows").binding == "cycle"
+    assert m.period == pytest.approx(bound, rel=0.005)
+
+
+def test_data_parallel_period_matches_its_closed_form(hand):
+    W = 4
+    p = hand(GPU_HEAVY | {"GRAD_SYNC": 2e-4}, {"GRAD_SYNC": 4_000_000}, intra=(1e-5, 1e10))
+    # each group: every rank trains its batch, all-reduces, steps; the next group's memory
+    # fetch overlaps training, and its GRU waits for the step
+    group = sum(
+        p.cost(op, W) for op in ("MEM_ROOT", "MEM_SUPPORT", "FWD", "BWD", "GRAD_SYNC", "STEP")
+    )
+    _, trace, m, _ = _run(p, "data_parallel", W, 80)
+    assert m.period == pytest.approx(group / W, rel=1e-3)
+    # the all-reduce is a collective: its members start and end together
+    syncs = defaultdict(set)
+    for r in trace.rows:
+        if r.op == "GRAD_SYNC":
+            syncs[r.batch // W].add((round(r.start, 12), round(r.end, 12)))
+    assert all(len(times) == 1 for times in syncs.values())
+
+
+def test_shared_cpu_cores_are_a_resource(hand):
+    p = hand({"SAMPLE": 10e-3} | {op: 1e-5 for op in OPS if op != "SAMPLE"}, cores=1)
+    _, _, m, bound = _run(p, "pipetgl", 4, 80)
+    # 4 ranks on one machine share one core: SAMPLE and FEAT of every batch, serialised
+    cpu = p.cost("SAMPLE") + p.cost("FEAT")
+    assert m.period == pytest.approx(cpu, rel=1e-6)
+    assert bound == pytest.approx(cpu)
+
+
+def test_links_cost_time_across_machines(hand):
+    chain = {"MEM_FETCH": 1e-3, "MEM_ROOT": 1e-3, "MEM_WRITE": 1e-3}
+    p = hand(
+        {op: 1e-5 for op in OPS} | chain,
+        {"MEM_WRITE": 1_000_000},
+        intra=(0.0, 1e12),
+        inter=(1e-3, 1e9),
+    )
+    one = _run(p, "pipetgl", 4, 80)[2].period
+    two = _run(p, "pipetgl", 4, 80, gpus_per_machine=2)[2].period
+    # two of the four ring hops cross machines: 2 x (1 ms + 1 ms) more per 4 batches
+    assert two - one == pytest.approx(1e-3, rel=0.01)
+
+
+def test_trace_respects_dependencies_and_lanes(hand):
+    p = hand({op: random.Random(1).uniform(1e-4, 3e-3) for op in OPS})
+    s = family("mspipe", p, 2, 20)
+    trace = simulate(s, p)
+    end = {(r.op, r.batch): r.end for r in trace.rows}
+    start = {(r.op, r.batch): r.start for r in trace.rows}
+    assert len(end) == len(trace.rows) == 20 * 10
+    for act, preds in requirements(s).items():
+        assert all(start[act] >= end[pred] - 1e-12 for pred, _ in preds)
+    lanes = defaultdict(list)
+    for r in trace.rows:
+        lanes[r.rank, r.lane].append((r.start, r.end))
+    for spans in lanes.values():
+        spans.sort()
+        assert all(a[1] <= b[0] + 1e-12 for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_deadlock_names_the_waiting_actions(hand):
+    p = hand()
+    s = family("sequential", p, 1, 2)
+    gpu = list(s.lanes[0, "gpu"])
+    gpu.remove(Action("FWD", 0))
+    gpu.append(Action("FWD", 0))
+    bad = Schedule("bad", s.semantics, 1, 2, {**s.lanes, (0, "gpu"): tuple(gpu)})
+    with pytest.raises(Deadlock, match="deadlocked with .* rank 0 gpu: BWD0 waits for FWD0"):
+        simulate(bad, p, check=False)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_period_never_beats_the_lower_bound(hand, seed):
+    """The bound is asymptotic; a finite window can catch the tail of the warm-up, so the run
+    is long enough for that to vanish."""
+    rng = random.Random(seed)
+    p = hand(
+        {op: rng.uniform(1e-4, 6e-3) for op in OPS},
+        {op: rng.choice([0, 100_000, 2_000_000]) for op in OPS},
+        intra=(rng.uniform(0, 1e-4), rng.uniform(1e8, 1e10)),
+        cores=rng.choice([1, 2, 8]),
+    )
+    name = rng.choice(["sequential", "data_parallel", "pipetgl", "pipetgl/rows", "mspipe"])
+    ranks = 1 if name == "sequential" else rng.choice([2, 3, 4])
+    _, _, m, bound = _run(p, name, ranks, 240)
+    assert m.period >= bound * (1 - 1e-9)
