@@ -29,12 +29,12 @@ from typing import NamedTuple
 
 import networkx as nx
 import numpy as np
+
 from tgpipe.dag.build import batch_edges, batch_ops, edge_bytes
 from tgpipe.dag.cluster import Cluster
 from tgpipe.dag.ops import OPS, node_name, parse_node
 from tgpipe.dag.profile import CostProfile
 from tgpipe.dag.semantics import Semantics
-
 from tgpipe.errors import InputError
 
 __all__ = [

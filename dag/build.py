@@ -37,10 +37,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import networkx as nx
+
 from tgpipe.dag.ops import OPS, node_name
 from tgpipe.dag.profile import CostProfile
 from tgpipe.dag.semantics import Semantics
-
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write
 

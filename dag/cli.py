@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from tgpipe.cli import add_profile_arg, positive_int
 from tgpipe.dag.bounds import MEMORY_BACKENDS, lower_bound
 from tgpipe.dag.build import EDGE_KINDS, build_dag, count_by_kind, critical_path, save_dag
 from tgpipe.dag.profile import builtin_profiles, load_profile
 from tgpipe.dag.semantics import PRESETS, Semantics
-
-from tgpipe.cli import add_profile_arg, positive_int
 
 __all__ = ["register"]
 

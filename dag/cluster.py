@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from tgpipe.dag.profile import CostProfile
-
 from tgpipe.errors import InputError
 
 __all__ = ["PER_RANK_RESOURCES", "Cluster"]

@@ -26,7 +26,6 @@ from importlib import resources
 from pathlib import Path
 
 from tgpipe.dag.ops import OPS
-
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write
 

@@ -35,9 +35,8 @@ from tgpipe.dag.semantics import Semantics
 from tgpipe.dag.semantics import data_parallel as dp_semantics
 from tgpipe.dag.semantics import mspipe as mspipe_semantics
 from tgpipe.dag.semantics import pipetgl as ring_semantics
-from tgpipe.schedules.ir import Action, Schedule
-
 from tgpipe.errors import InputError
+from tgpipe.schedules.ir import Action, Schedule
 
 __all__ = [
     "FAMILIES",

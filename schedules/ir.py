@@ -41,7 +41,6 @@ from tgpipe.dag.build import predecessors
 from tgpipe.dag.cluster import Cluster
 from tgpipe.dag.ops import LANES, OPS, node_name, parse_node
 from tgpipe.dag.semantics import Semantics
-
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write
 

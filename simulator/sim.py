@@ -35,13 +35,13 @@ from __future__ import annotations
 from collections import defaultdict
 
 import simpy
+
 from tgpipe.dag.build import edge_bytes
 from tgpipe.dag.cluster import PER_RANK_RESOURCES
 from tgpipe.dag.ops import OPS
 from tgpipe.dag.profile import CostProfile
-from tgpipe.schedules.ir import Action, Schedule, action_resources, requirements, validate
-
 from tgpipe.errors import InputError
+from tgpipe.schedules.ir import Action, Schedule, action_resources, requirements, validate
 from tgpipe.trace import Trace, TraceRow
 
 __all__ = ["Deadlock", "simulate"]
@@ -83,7 +83,15 @@ class _Run:
             if len(lanes) > 1 or capacity > 1:
                 self.resources[key] = simpy.Resource(env, capacity)
         self.ports: dict[object, simpy.Resource] = {}  # link ports, on first use
+        # messages: one per (source action, destination rank), sent when the source ends
+        self.sends: dict[Action, dict[int, str]] = defaultdict(dict)
         self.arrivals: dict[tuple[Action, int], simpy.Event] = {}
+        for act, (dst, _, _) in self.placement.items():
+            for pred, kind in preds[act]:
+                src = self.placement[pred][0]
+                if src != dst:
+                    self.sends[pred][dst] = kind
+                    self.arrivals[pred, dst] = env.event()
         # prefetch window: per (rank, batch) count of actions left, and a finish event
         self.left: dict[tuple[int, int], int] = defaultdict(int)
         for rank, _, _, act in schedule.actions():
@@ -146,6 +154,7 @@ class _Run:
                 res.release(req)
             self.rows.append(TraceRow(rank, lane, act.op, act.batch, start, env.now))
             self.done[act].succeed()
+            self._send_all(act, rank)
             self.left[rank, act.batch] -= 1
             if self.left[rank, act.batch] == 0:
                 self.finished[rank, act.batch].succeed()
@@ -155,36 +164,32 @@ class _Run:
         need = self.window.get((rank, act.batch))
         if need is not None:
             events.append(self.finished[rank, need])
-        for pred, kind in self.preds[act]:
-            pred = Action(*pred)
-            src = self.placement[pred][0]
-            if src == rank:
+        for pred, _ in self.preds[act]:
+            if self.placement[pred][0] == rank:
                 events.append(self.done[pred])
             else:
-                events.append(self._arrival(pred, src, rank, kind))
+                events.append(self.arrivals[pred, rank])
         return events
 
-    def _arrival(self, pred: Action, src: int, dst: int, kind: str) -> simpy.Event:
-        """The event of `pred`'s result reaching rank `dst` (one message per destination)."""
-        key = (pred, dst)
-        if key not in self.arrivals:
-            self.arrivals[key] = self.env.event()
-            nbytes = edge_bytes(self.p, pred.op, kind)
-            self.env.process(self._send(pred, src, dst, kind, nbytes, self.arrivals[key]))
-        return self.arrivals[key]
+    def _send_all(self, act: Action, src: int) -> None:
+        """Start the messages that carry `act`'s result to the other ranks that need it."""
+        for dst, kind in self.sends.get(act, {}).items():
+            arrived = self.arrivals[act, dst]
+            same_machine = self.cluster.same_machine(src, dst)
+            nbytes = edge_bytes(self.p, act.op, kind)
+            total = self.p.edge_delay(kind, nbytes, False, same_machine, self.s.memory)
+            link = self.p.intra if same_machine else self.p.inter
+            if total > link.latency:  # bytes to move: hold a port
+                self.env.process(self._transfer(src, same_machine, total, link, arrived))
+            else:  # a token: latency alone
+                self.env.timeout(total).callbacks.append(lambda _, a=arrived: a.succeed())
 
-    def _send(self, pred, src, dst, kind, nbytes, arrived):
-        yield self.done[pred]
-        same_machine = self.cluster.same_machine(src, dst)
-        total = self.p.edge_delay(kind, nbytes, False, same_machine, self.s.memory)
-        link = self.p.intra if same_machine else self.p.inter
-        busy = total - link.latency  # bytes / bandwidth; zero for a token
-        if busy > 0:
-            port = ("port", src) if same_machine else ("nic", self.cluster.machine(src))
-            res = self.ports.setdefault(port, simpy.Resource(self.env, 1))
-            with res.request() as req:
-                yield req
-                yield self.env.timeout(busy)
+    def _transfer(self, src, same_machine, total, link, arrived):
+        port = ("port", src) if same_machine else ("nic", self.cluster.machine(src))
+        res = self.ports.setdefault(port, simpy.Resource(self.env, 1))
+        with res.request() as req:
+            yield req
+            yield self.env.timeout(total - link.latency)  # bytes / bandwidth
         yield self.env.timeout(link.latency)
         arrived.succeed()
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from tgpipe.dag import OPS, CostProfile, Link, OpCost
 
 

@@ -2,6 +2,7 @@ import random
 
 import networkx as nx
 import pytest
+
 from tgpipe.dag import (
     OPS,
     Semantics,
@@ -12,7 +13,6 @@ from tgpipe.dag import (
     pipetgl,
     sequential,
 )
-
 from tgpipe.errors import InputError
 
 CHAIN = {"MEM_FETCH": 2e-3, "MEM_ROOT": 3e-3, "MEM_WRITE": 4e-3}  # 9 ms memory chain

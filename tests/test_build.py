@@ -1,5 +1,6 @@
 import networkx as nx
 import pytest
+
 from tgpipe.dag import (
     EDGE_KINDS,
     Semantics,
@@ -13,7 +14,6 @@ from tgpipe.dag import (
     save_dag,
     sequential,
 )
-
 from tgpipe.errors import InputError
 
 

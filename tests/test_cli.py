@@ -17,7 +17,7 @@ def test_dag_default_prints_bound():
     r = tgpipe("dag")
     assert r.returncode == 0, r.stderr
     assert "nodes          2358" in r.stdout
-    assert "set by the chain MEM_FETCH -> MEM_ROOT -> MEM_WRITE" in r.stdout
+    assert "3.425 ms/batch, set by gpu work" in r.stdout
 
 
 def test_dag_writes_graphml(tmp_path):

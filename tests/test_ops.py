@@ -1,6 +1,6 @@
 import pytest
-from tgpipe.dag import LANES, OPS, node_name, parse_node, require_op
 
+from tgpipe.dag import LANES, OPS, node_name, parse_node, require_op
 from tgpipe.errors import InputError
 
 

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-from tgpipe.dag import CostProfile, builtin_profiles, load_profile
 
+from tgpipe.dag import CostProfile, builtin_profiles, load_profile
 from tgpipe.errors import InputError
 
 

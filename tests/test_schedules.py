@@ -1,8 +1,8 @@
 import pytest
-from tgpipe.dag import OPS, Semantics, load_profile
-from tgpipe.schedules import FAMILIES, Action, Schedule, family, validate
 
+from tgpipe.dag import OPS, Semantics, load_profile
 from tgpipe.errors import InputError
+from tgpipe.schedules import FAMILIES, Action, Schedule, family, validate
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_families_are_valid_and_state_semantics(profile, name, ranks):
 
 def test_pipetgl_ring_places_batch_on_rank_mod_w(profile):
     s = family("pipetgl", profile, 4, 12)
-    for (rank, lane), acts in s.lanes.items():
+    for (rank, _), acts in s.lanes.items():
         assert all(a.batch % 4 == rank for a in acts)
     # the memory-critical part runs before the GNN forward of the same batch
     gpu = s.lanes[1, "gpu"]

@@ -1,6 +1,6 @@
 import pytest
-from tgpipe.dag import Semantics, data_parallel, mspipe, pipetgl, sequential
 
+from tgpipe.dag import Semantics, data_parallel, mspipe, pipetgl, sequential
 from tgpipe.errors import InputError
 
 

@@ -2,11 +2,11 @@ import random
 from collections import defaultdict
 
 import pytest
+
 from tgpipe.dag import OPS, build_dag, lower_bound
+from tgpipe.metrics import metrics
 from tgpipe.schedules import Action, Schedule, family, requirements
 from tgpipe.simulator import Deadlock, simulate
-
-from tgpipe.metrics import metrics
 
 GPU_HEAVY = {"FWD": 10e-3, "BWD": 20e-3} | {
     op: 1e-5 for op in ("SAMPLE", "FEAT", "MEM_FETCH", "MEM_WRITE")

@@ -1,0 +1,169 @@
+"""Subcommand `tgpipe simulate`: run schedules on a profile and compare them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tgpipe.cli import add_profile_arg, positive_int
+from tgpipe.dag.bounds import MEMORY_BACKENDS, lower_bound
+from tgpipe.dag.profile import CostProfile, load_profile
+from tgpipe.metrics import metrics
+from tgpipe.schedules.families import FAMILIES, family
+from tgpipe.schedules.ir import Schedule
+from tgpipe.simulator.sim import simulate
+from tgpipe.trace import Trace
+
+__all__ = ["register", "schedule_from_arg"]
+
+
+def schedule_from_arg(text: str, profile: CostProfile, args: argparse.Namespace) -> Schedule:
+    """A family name (options from the command line) or a schedule file."""
+    if Path(text).is_file():
+        return Schedule.load(text)
+    options = {"gpus_per_machine": args.gpus_per_machine}
+    if args.memory and text == "pipetgl":
+        options["memory"] = args.memory
+    if args.prefetch is not None:
+        options["prefetch"] = args.prefetch
+    if text.startswith("mspipe"):
+        options["k"] = args.mspipe_k
+    if text == "sequential":
+        return family(text, profile, 1, args.batches, **options)
+    return family(text, profile, args.gpus, args.batches, **options)
+
+
+def _row(trace: Trace, schedule: Schedule, profile: CostProfile) -> list[str]:
+    bound = lower_bound(
+        profile,
+        schedule.semantics,
+        schedule.n_ranks,
+        gpus_per_machine=schedule.gpus_per_machine,
+        memory=schedule.memory,
+    )
+    m = metrics(trace, bound.per_batch)
+    s = schedule.semantics
+    return [
+        schedule.name,
+        str(schedule.n_ranks),
+        f"{m.period * 1e3:.3f}",
+        f"{m.throughput:,.0f}",
+        f"{m.bubble * 100:.1f}",
+        f"{bound.per_batch * 1e3:.3f}",
+        f"{m.gap * 100:.1f}",
+        f"({s.s_mem},{s.s_w},{s.g})",
+        f"{m.makespan:.3f}",
+    ]
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
+    for r in [header, ["-" * w for w in widths], *rows]:
+        print(
+            "  ".join(
+                c.ljust(w) if k == 0 else c.rjust(w)
+                for k, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+
+
+HEADER = [
+    "schedule",
+    "GPUs",
+    "period ms",
+    "events/s",
+    "bubble %",
+    "bound ms",
+    "gap %",
+    "(s_mem,s_w,g)",
+    "makespan s",
+]
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    profile = load_profile(args.profile)
+    names = [args.schedule] + [n for n in (args.compare or "").split(",") if n]
+    schedules = [schedule_from_arg(name.strip(), profile, args) for name in names]
+    if args.save_schedule:
+        schedules[0].save(args.save_schedule)
+    results = []
+    for schedule in schedules:
+        trace = simulate(schedule, profile)
+        results.append((schedule, trace, _row(trace, schedule, profile)))
+    print(
+        f"profile {profile.name} ({profile.source}), {args.batches} batches of "
+        f"{profile.batch_size} events"
+    )
+    print_table([r for _, _, r in results], HEADER)
+    if args.trace:
+        results[0][1].save(args.trace)
+        print(f"wrote trace {args.trace}")
+    if args.save_schedule:
+        print(f"wrote schedule {args.save_schedule}")
+
+
+def add_machine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpus", type=positive_int, default=4, help="ranks (default: %(default)s)")
+    p.add_argument(
+        "--gpus-per-machine",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="GPUs on each machine (default: all on one machine)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulate schedules on a cost profile and compare them",
+        description="Simulate a schedule (a family or a schedule file) on the machine that a "
+        "cost profile describes; print period, throughput, GPU bubbles and the gap to the lower "
+        "bound, side by side with the schedules given to --compare.",
+    )
+    add_profile_arg(p)
+    p.add_argument(
+        "--schedule",
+        default="pipetgl",
+        metavar="FAMILY|FILE",
+        help=f"a family ({', '.join(FAMILIES)}, pipetgl/rows) or a schedule file "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--compare",
+        metavar="A,B,...",
+        help="more schedules (families or files) to simulate beside it",
+    )
+    add_machine_args(p)
+    p.add_argument(
+        "--batches",
+        type=positive_int,
+        default=300,
+        help="batches to simulate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--memory",
+        choices=MEMORY_BACKENDS,
+        default=None,
+        help="pipetgl's memory backend (default: host)",
+    )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="batches of SAMPLE/FEAT run ahead (default: each family's own)",
+    )
+    p.add_argument(
+        "--mspipe-k",
+        type=positive_int,
+        default=2,
+        metavar="K",
+        help="mspipe's staleness bound (default: %(default)s)",
+    )
+    p.add_argument("--trace", metavar="FILE", help="save the first schedule's trace (JSON)")
+    p.add_argument(
+        "--save-schedule",
+        metavar="FILE",
+        help="save the first schedule in the editable text format",
+    )
+    p.set_defaults(func=_simulate)
