@@ -7,6 +7,7 @@ from tgpipe.schedules.families import (
     disttgl,
     family,
     mspipe,
+    pipeline,
     pipetgl,
     sequential,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "disttgl",
     "family",
     "mspipe",
+    "pipeline",
     "pipetgl",
     "requirements",
     "sequential",

@@ -45,6 +45,7 @@ __all__ = [
     "disttgl",
     "family",
     "mspipe",
+    "pipeline",
     "pipetgl",
     "sequential",
 ]
@@ -58,10 +59,15 @@ def build_lanes(
     memory: str = "host",
     prefetch: int = 1,
     fetch_first: bool = True,
+    support_first: bool = False,
 ) -> dict[tuple[int, str], tuple[Action, ...]]:
-    """Lane orders for batches placed by `rank_of`, as the module doc describes."""
-    ops = batch_ops(semantics)
-    lane_of = {op: OPS[op].lane for op in ops}
+    """Lane orders for batches placed by `rank_of`, as the module doc describes;
+    `support_first` runs MEM_SUPPORT before MEM_ROOT on the gpu lane."""
+    ops = [op for op in batch_ops(semantics) if op not in ("FEAT", "MEM_FETCH")]
+    if support_first:
+        k = ops.index("MEM_ROOT")
+        ops[k], ops[ops.index("MEM_SUPPORT")] = "MEM_SUPPORT", "MEM_ROOT"
+    lane_of = {op: OPS[op].lane for op in OPS}
     if memory == "rows":
         lane_of["MEM_FETCH"] = lane_of["MEM_WRITE"] = "net"
     batches: dict[int, list[int]] = defaultdict(list)
@@ -76,19 +82,63 @@ def build_lanes(
             for op, batch in pair if fetch_first else pair[::-1]:
                 lanes[rank, lane_of[op]].append(Action(op, batch))
             for op in ops:
-                if op not in ("FEAT", "MEM_FETCH"):
-                    lanes[rank, lane_of[op]].append(Action(op, b))
+                lanes[rank, lane_of[op]].append(Action(op, b))
     return {key: tuple(acts) for key, acts in lanes.items()}
 
 
-def _check(n_ranks: int, n_batches: int, prefetch: int) -> None:
-    for name, value, low in (
+def pipeline(
+    profile: CostProfile,
+    n_ranks: int,
+    n_batches: int,
+    semantics: Semantics,
+    *,
+    name: str | None = None,
+    memory: str = "host",
+    prefetch: int = 1,
+    fetch_first: bool = True,
+    support_first: bool = False,
+    gpus_per_machine: int | None = None,
+) -> Schedule:
+    """Any semantics on W ranks, batch b on rank b mod W, lanes ordered by `build_lanes`: the
+    one builder behind every family, and the space that the search walks."""
+    for label, value, low in (
         ("GPUs", n_ranks, 1),
         ("batches", n_batches, 1),
         ("prefetch", prefetch, 0),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InputError(f"number of {name} must be an integer >= {low}, got {value!r}")
+            raise InputError(f"number of {label} must be an integer >= {low}, got {value!r}")
+    semantics.validate()
+    lanes = build_lanes(
+        semantics,
+        n_batches,
+        lambda b: b % n_ranks,
+        memory=memory,
+        prefetch=prefetch,
+        fetch_first=fetch_first,
+        support_first=support_first,
+    )
+    if name is None:
+        s = semantics
+        name = (
+            f"pipeline(W={n_ranks},s=({s.s_mem},{s.s_w},{s.g}),{memory},p={prefetch}"
+            + ("" if fetch_first else ",late")
+            + (",support" if support_first else "")
+            + ")"
+        )
+    # the FEAT queued before a batch's late fetch belongs to a batch `prefetch` later, which
+    # must be admitted while this batch's predecessor still runs: one more batch in flight
+    inflight = prefetch + (1 if fetch_first else 2)
+    return Schedule(
+        name,
+        semantics,
+        n_ranks,
+        n_batches,
+        lanes,
+        memory=memory,
+        gpus_per_machine=gpus_per_machine,
+        inflight=inflight,
+    )
 
 
 def sequential(
@@ -98,16 +148,7 @@ def sequential(
 
     Gives up: every other GPU. `n_ranks` is accepted for a uniform signature; one is used.
     """
-    _check(n_ranks, n_batches, prefetch)
-    s = Semantics(0, 0, 1)
-    return Schedule(
-        "sequential",
-        s,
-        1,
-        n_batches,
-        build_lanes(s, n_batches, lambda b: 0, prefetch=prefetch),
-        inflight=prefetch + 1,
-    )
+    return pipeline(profile, 1, n_batches, Semantics(0, 0, 1), name="sequential", prefetch=prefetch)
 
 
 def data_parallel(
@@ -125,16 +166,14 @@ def data_parallel(
     Gives up: the effective batch is W x 600 events (a group reads one memory version and
     shares one step), and every rank waits for the slowest at each all-reduce.
     """
-    _check(n_ranks, n_batches, prefetch)
-    s = dp_semantics(n_ranks)
-    return Schedule(
-        f"data_parallel({n_ranks})",
-        s,
+    return pipeline(
+        profile,
         n_ranks,
         n_batches,
-        build_lanes(s, n_batches, lambda b: b % n_ranks, prefetch=prefetch),
+        dp_semantics(n_ranks),
+        name=f"data_parallel({n_ranks})",
+        prefetch=prefetch,
         gpus_per_machine=gpus_per_machine,
-        inflight=prefetch + 1,
     )
 
 
@@ -157,18 +196,16 @@ def pipetgl(
 
     Gives up: weights are W-1 steps stale (memory stays exact).
     """
-    _check(n_ranks, n_batches, prefetch)
-    s = ring_semantics(n_ranks)
-    lanes = build_lanes(s, n_batches, lambda b: b % n_ranks, memory=memory, prefetch=prefetch)
-    return Schedule(
-        f"pipetgl({n_ranks})" + ("/rows" if memory == "rows" else ""),
-        s,
+    name = f"pipetgl({n_ranks})" + ("/rows" if memory == "rows" else "")
+    return pipeline(
+        profile,
         n_ranks,
         n_batches,
-        lanes,
+        ring_semantics(n_ranks),
+        name=name,
         memory=memory,
+        prefetch=prefetch,
         gpus_per_machine=gpus_per_machine,
-        inflight=prefetch + 1,
     )
 
 
@@ -190,19 +227,15 @@ def mspipe(
     Gives up: memory up to k-1 groups stale (exactly k-1 here: the store is versioned), and
     the data parallel group of W batches.
     """
-    _check(n_ranks, n_batches, prefetch)
-    s = mspipe_semantics(n_ranks, k)
-    lanes = build_lanes(s, n_batches, lambda b: b % n_ranks, prefetch=prefetch, fetch_first=False)
-    # the FEAT queued before a batch's fetch belongs to a batch `prefetch` later, which must
-    # be admitted while this batch's predecessor still runs: one more batch in flight
-    return Schedule(
-        f"mspipe({n_ranks},k={k})",
-        s,
+    return pipeline(
+        profile,
         n_ranks,
         n_batches,
-        lanes,
+        mspipe_semantics(n_ranks, k),
+        name=f"mspipe({n_ranks},k={k})",
+        prefetch=prefetch,
+        fetch_first=False,
         gpus_per_machine=gpus_per_machine,
-        inflight=prefetch + 2,
     )
 
 
@@ -234,17 +267,14 @@ def disttgl(
         raise InputError("disttgl memory parallelism k > 1 is not modelled: use k=1")
     if i * j != n_ranks:
         raise InputError(f"disttgl needs i x j = GPUs: {i} x {j} != {n_ranks}")
-    _check(n_ranks, n_batches, prefetch)
-    s = Semantics(0, j - 1, i)
-    lanes = build_lanes(s, n_batches, lambda b: b % n_ranks, prefetch=prefetch)
-    return Schedule(
-        f"disttgl(i={i},j={j})",
-        s,
+    return pipeline(
+        profile,
         n_ranks,
         n_batches,
-        lanes,
+        Semantics(0, j - 1, i),
+        name=f"disttgl(i={i},j={j})",
+        prefetch=prefetch,
         gpus_per_machine=gpus_per_machine,
-        inflight=prefetch + 1,
     )
 
 
