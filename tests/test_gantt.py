@@ -359,3 +359,9 @@ def test_cli_unwritable_output_leaves_nothing(tmp_path):
 def test_cli_needs_an_output():
     r = tgpipe("gantt", "a.json")
     assert r.returncode == 2 and "-o/--out" in r.stderr
+
+
+def test_names_are_escaped_in_titles_not_in_chrome():
+    t = hand("a<b")
+    assert gantt_figure(t).layout.annotations[0].text.startswith("<b>a&lt;b</b> (simulated)")
+    assert chrome_trace(t)["traceEvents"][0]["args"]["name"] == "a<b (simulated): rank 0"

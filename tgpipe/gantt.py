@@ -28,6 +28,7 @@ Examples
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -112,9 +113,12 @@ def gpu_gaps(
     return gaps
 
 
-def _label(trace: Trace) -> str:
+def _label(trace: Trace, bold: bool = False) -> str:
+    """``name (source)``, escaped: plotly reads titles as HTML."""
+    name = html.escape(str(trace.name))
+    name = f"<b>{name}</b>" if bold else name
     source = trace.meta.get("source")
-    return f"{trace.name} ({source})" if source else trace.name
+    return f"{name} ({html.escape(str(source))})" if source else name
 
 
 def _semantics_text(value: object) -> str:
@@ -126,9 +130,7 @@ def _semantics_text(value: object) -> str:
 
 def block_title(trace: Trace, m: Metrics | None) -> str:
     """The title of a trace's block: its name, source and metrics (None: an empty trace)."""
-    parts = [f"<b>{trace.name}</b>"]
-    if trace.meta.get("source"):
-        parts[0] += f" ({trace.meta['source']})"
+    parts = [_label(trace, bold=True)]
     if m is None:
         return parts[0] + " · no actions"
     parts.append(f"period {m.period * 1e3:.3f} ms/batch")
@@ -415,7 +417,8 @@ def chrome_trace(traces: Trace | Sequence[Trace]) -> dict:
         for rank in ranks:
             pid += 1
             pids[rank] = pid
-            name = f"{_label(t)}: rank {rank}"
+            source = f" ({t.meta['source']})" if t.meta.get("source") else ""
+            name = f"{t.name}{source}: rank {rank}"
             events.append(_meta("process_name", pid, None, {"name": name}))
             events.append(_meta("process_sort_index", pid, None, {"sort_index": pid}))
             for lane in sorted({r.lane for r in t.rows if r.rank == rank}, key=_lane_tid):
