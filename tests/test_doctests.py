@@ -14,6 +14,7 @@ MODULES = [
     "tgpipe.dag.bounds",
     "tgpipe.trace",
     "tgpipe.metrics",
+    "tgpipe.gantt",
     "tgpipe.executor.graph",
     "tgpipe.progress",
 ]
