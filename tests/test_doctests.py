@@ -15,6 +15,9 @@ MODULES = [
     "tgpipe.trace",
     "tgpipe.metrics",
     "tgpipe.executor.graph",
+    "tgpipe.executor.data",
+    "tgpipe.executor.synthetic",
+    "tgpipe.executor.download",
     "tgpipe.progress",
 ]
 
