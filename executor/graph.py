@@ -1,7 +1,8 @@
 """The temporal interaction graph that every loader returns and every trainer reads.
 
 A stream of events (src, dst, t) sorted by time, with dense node ids 0..n_nodes-1, optional
-edge features (one row per event) and node features (one row per node), and optional labels.
+edge features (one row per event) and node features (one row per node), optional labels, and
+optionally the id each node had in the file it was loaded from (`node_ids`).
 Checked once at construction, so that code downstream never has to.
 
 Examples
@@ -35,6 +36,7 @@ class TemporalGraph:
     label: np.ndarray | None = None  #: [E] (JODIE state labels), unused by training
     n_nodes: int = 0  #: 0: one more than the largest id
     name: str = "graph"
+    node_ids: np.ndarray | None = None  #: int64 [N]: each node's id in its source file
 
     def __post_init__(self) -> None:
         src = np.ascontiguousarray(self.src, dtype=np.int64)
@@ -72,6 +74,11 @@ class TemporalGraph:
             if not np.isfinite(feat).all():
                 raise InputError(f"{where}: {key} contains NaN or infinity")
             object.__setattr__(self, key, feat)
+        if self.node_ids is not None:
+            node_ids = np.ascontiguousarray(self.node_ids, dtype=np.int64)
+            if node_ids.shape != (self.n_nodes,):
+                raise InputError(f"{where}: node_ids must have shape [{self.n_nodes}]")
+            object.__setattr__(self, "node_ids", node_ids)
 
     @property
     def n_events(self) -> int:
@@ -95,6 +102,7 @@ class TemporalGraph:
             cut(self.label),
             self.n_nodes,
             self.name,
+            self.node_ids,
         )
 
     def split(self, val: float = 0.15, test: float = 0.15) -> tuple[TemporalGraph, ...]:

@@ -16,6 +16,9 @@ MODULES = [
     "tgpipe.metrics",
     "tgpipe.gantt",
     "tgpipe.executor.graph",
+    "tgpipe.executor.data",
+    "tgpipe.executor.synthetic",
+    "tgpipe.executor.download",
     "tgpipe.progress",
 ]
 

@@ -18,7 +18,12 @@ from tgpipe.errors import InputError
 __all__ = ["COMMAND_MODULES", "Parser", "add_profile_arg", "main", "positive_int"]
 
 #: Modules that define subcommands, each with ``register(subparsers)``.
-COMMAND_MODULES = ("tgpipe.dag.cli", "tgpipe.simulator.cli", "tgpipe.gantt_cli")
+COMMAND_MODULES = (
+    "tgpipe.dag.cli",
+    "tgpipe.simulator.cli",
+    "tgpipe.gantt_cli",
+    "tgpipe.executor.cli",
+)
 
 
 class Parser(argparse.ArgumentParser):
