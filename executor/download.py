@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from urllib.parse import urlparse
 
 from tgpipe import __version__
 from tgpipe.errors import InputError
+from tgpipe.files import atomic_open
 from tgpipe.progress import Progress
 
 __all__ = ["DATASETS", "Dataset", "Fetched", "Remote", "fetch", "get_dataset", "sha256_of"]
@@ -131,38 +130,28 @@ def fetch(
             f"cannot download {url}: {reason}; check the network and the URL, or download "
             "the file by hand and load it from disk"
         ) from None
+    hasher = hashlib.sha256()
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    except OSError as exc:
-        response.close()
-        raise InputError(f"cannot write in {dest.parent}: {exc.strerror}; choose --out") from None
-    try:
-        hasher = hashlib.sha256()
-        with response, os.fdopen(fd, "wb") as out:
+        with response, atomic_open(dest, "wb", suffix=".part") as out:
             got = _copy(response, out, hasher, dest.name, stream)
-        length = response.headers.get("Content-Length")
-        if length is not None and got != int(length):
-            raise http.client.IncompleteRead(b"", int(length) - got)
-        digest = hasher.hexdigest()
-        if sha256 and digest != sha256.lower():
-            raise InputError(
-                f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {digest}; "
-                "nothing was kept (a corrupt or changed file: retry, or check the source)"
-            )
-        os.replace(tmp, dest)
+            length = response.headers.get("Content-Length")
+            if length is not None and got != int(length):
+                raise http.client.IncompleteRead(b"", int(length) - got)
+            digest = hasher.hexdigest()
+            if sha256 and digest != sha256.lower():
+                raise InputError(
+                    f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got "
+                    f"{digest}; nothing was kept (a corrupt or changed file: retry, or check "
+                    "the source)"
+                )
     except http.client.IncompleteRead as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise InputError(
             f"download of {url} broke off "
             f"{'' if exc.expected is None else f'{exc.expected} bytes '}before the end; "
             "nothing was kept, try again"
         ) from None
     except (OSError, http.client.HTTPException) as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise InputError(f"download of {url} failed: {exc}; nothing was kept, try again") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return digest
 
 
