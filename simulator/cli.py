@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from tgpipe.cli import add_profile_arg, positive_int
-from tgpipe.dag.bounds import MEMORY_BACKENDS, lower_bound
+from tgpipe.dag.bounds import MEMORY_BACKENDS
 from tgpipe.dag.profile import CostProfile, load_profile
+from tgpipe.gantt import write_gantt
 from tgpipe.metrics import metrics
 from tgpipe.schedules.families import FAMILIES, family
 from tgpipe.schedules.ir import Schedule
@@ -33,24 +34,21 @@ def schedule_from_arg(text: str, profile: CostProfile, args: argparse.Namespace)
     return family(text, profile, args.gpus, args.batches, **options)
 
 
-def _row(trace: Trace, schedule: Schedule, profile: CostProfile) -> list[str]:
-    bound = lower_bound(
-        profile,
-        schedule.semantics,
-        schedule.n_ranks,
-        gpus_per_machine=schedule.gpus_per_machine,
-        memory=schedule.memory,
-    )
-    m = metrics(trace, bound.per_batch)
+def _pct(x: float) -> str:
+    return f"{round(x * 100, 1) + 0.0:.1f}"  # + 0.0: no "-0.0" for float dust
+
+
+def _row(trace: Trace, schedule: Schedule) -> list[str]:
+    m = metrics(trace)
     s = schedule.semantics
     return [
         schedule.name,
         str(schedule.n_ranks),
         f"{m.period * 1e3:.3f}",
         f"{m.throughput:,.0f}",
-        f"{m.bubble * 100:.1f}",
-        f"{bound.per_batch * 1e3:.3f}",
-        f"{m.gap * 100:.1f}",
+        _pct(m.bubble),
+        f"{trace.meta['bound'] * 1e3:.3f}",
+        _pct(m.gap),
         f"({s.s_mem},{s.s_w},{s.g})",
         f"{m.makespan:.3f}",
     ]
@@ -89,7 +87,7 @@ def _simulate(args: argparse.Namespace) -> None:
     results = []
     for schedule in schedules:
         trace = simulate(schedule, profile)
-        results.append((schedule, trace, _row(trace, schedule, profile)))
+        results.append((schedule, trace, _row(trace, schedule)))
     print(
         f"profile {profile.name} ({profile.source}), {args.batches} batches of "
         f"{profile.batch_size} events"
@@ -98,6 +96,9 @@ def _simulate(args: argparse.Namespace) -> None:
     if args.trace:
         results[0][1].save(args.trace)
         print(f"wrote trace {args.trace}")
+    if args.gantt:
+        write_gantt([trace for _, trace, _ in results], args.gantt)
+        print(f"wrote Gantt chart {args.gantt}")
     if args.save_schedule:
         print(f"wrote schedule {args.save_schedule}")
 
@@ -159,6 +160,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=2,
         metavar="K",
         help="mspipe's staleness bound (default: %(default)s)",
+    )
+    p.add_argument(
+        "--gantt",
+        metavar="FILE.html",
+        help="write one Gantt chart of every simulated schedule (offline HTML)",
     )
     p.add_argument("--trace", metavar="FILE", help="save the first schedule's trace (JSON)")
     p.add_argument(

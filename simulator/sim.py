@@ -36,6 +36,7 @@ from collections import defaultdict
 
 import simpy
 
+from tgpipe.dag.bounds import lower_bound
 from tgpipe.dag.build import edge_bytes
 from tgpipe.dag.cluster import PER_RANK_RESOURCES
 from tgpipe.dag.ops import OPS
@@ -127,6 +128,9 @@ class _Run:
             "batch_size": self.p.batch_size,
             "profile": self.p.name,
             "memory": s.memory,
+            "bound": lower_bound(
+                self.p, s.semantics, s.n_ranks, gpus_per_machine=s.gpus_per_machine, memory=s.memory
+            ).per_batch,
         }
         return Trace(sorted(self.rows, key=lambda r: (r.start, r.rank)), meta)
 

@@ -244,8 +244,7 @@ def gantt_figure(
     layouts = [_rows_of(t) or [(0, "gpu")] for t in traces]
     titles, stats = [], []
     for t, b in zip(traces, bound_of, strict=True):
-        b = b if b is not None else t.meta.get("bound")
-        m = metrics(t, b if isinstance(b, (int, float)) and b > 0 else None) if t.rows else None
+        m = metrics(t, b) if t.rows else None
         stats.append(m)
         titles.append(block_title(t, m))
 

@@ -81,7 +81,9 @@ def gpu_busy(trace: Trace, rank: int, start: float, end: float) -> float:
 
 
 def metrics(trace: Trace, bound: float | None = None) -> Metrics:
-    """All metrics of a trace; `bound` (seconds per batch) gives the gap."""
+    """All metrics of a trace; `bound` (seconds per batch, else the trace's ``meta["bound"]``)
+    gives the gap."""
+    bound = bound if bound is not None else trace.meta.get("bound")
     if not trace.rows:
         raise ValueError("an empty trace has no metrics")
     makespan = max(r.end for r in trace.rows) - min(r.start for r in trace.rows)

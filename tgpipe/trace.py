@@ -83,6 +83,11 @@ class Trace:
         meta = data.get("meta", {})
         if not isinstance(meta, dict):
             raise InputError(f"{where}: field 'meta' must be an object")
+        bound = meta.get("bound")
+        if bound is not None and (
+            isinstance(bound, bool) or not isinstance(bound, (int, float)) or bound <= 0
+        ):
+            raise InputError(f"{where}: meta 'bound' must be a number > 0, got {bound!r}")
         rows = []
         for k, row in enumerate(data["rows"]):
             try:
