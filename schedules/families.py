@@ -60,16 +60,28 @@ def build_lanes(
     prefetch: int = 1,
     fetch_first: bool = True,
     support_first: bool = False,
+    root_ahead: bool = False,
+    step_lag: int = 0,
 ) -> dict[tuple[int, str], tuple[Action, ...]]:
-    """Lane orders for batches placed by `rank_of`, as the module doc describes;
-    `support_first` runs MEM_SUPPORT before MEM_ROOT on the gpu lane."""
-    ops = [op for op in batch_ops(semantics) if op not in ("FEAT", "MEM_FETCH")]
-    if support_first:
-        k = ops.index("MEM_ROOT")
-        ops[k], ops[ops.index("MEM_SUPPORT")] = "MEM_SUPPORT", "MEM_ROOT"
+    """Lane orders for batches placed by `rank_of`, as the module doc describes.
+
+    On the gpu lane a batch is a head (MEM_ROOT, MEM_SUPPORT; `support_first` swaps them), a
+    body (FWD, BWD) and its STEP. `root_ahead` runs the next batch's head before this body,
+    so the memory chain moves on while this batch trains; `step_lag` puts each STEP after
+    the body of the batch that many later, so the all-reduce or the weights' arrival overlaps
+    training. Both need enough weight staleness; validation refuses what cannot run.
+    """
+    head = ["MEM_SUPPORT", "MEM_ROOT"] if support_first else ["MEM_ROOT", "MEM_SUPPORT"]
+    gpu = [(op, 0) for op in head] + [("FWD", 1), ("BWD", 1), ("STEP", 2)]
+    shift = {0: -int(root_ahead), 1: 0, 2: step_lag}
     lane_of = {op: OPS[op].lane for op in OPS}
     if memory == "rows":
         lane_of["MEM_FETCH"] = lane_of["MEM_WRITE"] = "net"
+    others = [
+        op
+        for op in batch_ops(semantics)
+        if op not in ("FEAT", "MEM_FETCH") and lane_of[op] != "gpu"
+    ]
     batches: dict[int, list[int]] = defaultdict(list)
     for b in range(n_batches):
         batches[rank_of(b)].append(b)
@@ -77,12 +89,16 @@ def build_lanes(
     for rank, mine in batches.items():
         feats = [Action("FEAT", b) for b in mine]
         lanes[rank, lane_of["FEAT"]].extend(feats[:prefetch])
+        gpu_keyed = []
         for k, b in enumerate(mine):
             pair = [("MEM_FETCH", b)] + [("FEAT", a.batch) for a in feats[k + prefetch :][:1]]
             for op, batch in pair if fetch_first else pair[::-1]:
                 lanes[rank, lane_of[op]].append(Action(op, batch))
-            for op in ops:
+            for op in others:
                 lanes[rank, lane_of[op]].append(Action(op, b))
+            for i, (op, part) in enumerate(gpu):
+                gpu_keyed.append(((k + shift[part], part, i), Action(op, b)))
+        lanes[rank, "gpu"].extend(act for _, act in sorted(gpu_keyed))
     return {key: tuple(acts) for key, acts in lanes.items()}
 
 
@@ -97,6 +113,8 @@ def pipeline(
     prefetch: int = 1,
     fetch_first: bool = True,
     support_first: bool = False,
+    root_ahead: bool = False,
+    step_lag: int = 0,
     gpus_per_machine: int | None = None,
 ) -> Schedule:
     """Any semantics on W ranks, batch b on rank b mod W, lanes ordered by `build_lanes`: the
@@ -105,6 +123,7 @@ def pipeline(
         ("GPUs", n_ranks, 1),
         ("batches", n_batches, 1),
         ("prefetch", prefetch, 0),
+        ("step lag", step_lag, 0),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"number of {label} must be an integer >= {low}, got {value!r}")
@@ -117,18 +136,26 @@ def pipeline(
         prefetch=prefetch,
         fetch_first=fetch_first,
         support_first=support_first,
+        root_ahead=root_ahead,
+        step_lag=step_lag,
     )
     if name is None:
         s = semantics
-        name = (
-            f"pipeline(W={n_ranks},s=({s.s_mem},{s.s_w},{s.g}),{memory},p={prefetch}"
-            + ("" if fetch_first else ",late")
-            + (",support" if support_first else "")
-            + ")"
-        )
+        knobs = [memory, f"p={prefetch}"] + [
+            text
+            for on, text in (
+                (not fetch_first, "late"),
+                (support_first, "support"),
+                (root_ahead, "ahead"),
+                (step_lag, f"lag={step_lag}"),
+            )
+            if on
+        ]
+        name = f"pipeline(W={n_ranks},s=({s.s_mem},{s.s_w},{s.g}),{','.join(knobs)})"
     # the FEAT queued before a batch's late fetch belongs to a batch `prefetch` later, which
-    # must be admitted while this batch's predecessor still runs: one more batch in flight
-    inflight = prefetch + (1 if fetch_first else 2)
+    # must be admitted while this batch's predecessor still runs: one more batch in flight;
+    # a lagging step keeps that many more batches open on the rank
+    inflight = prefetch + (1 if fetch_first else 2) + step_lag + int(root_ahead)
     return Schedule(
         name,
         semantics,

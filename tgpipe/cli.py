@@ -21,6 +21,7 @@ __all__ = ["COMMAND_MODULES", "Parser", "add_profile_arg", "main", "positive_int
 COMMAND_MODULES = (
     "tgpipe.dag.cli",
     "tgpipe.simulator.cli",
+    "tgpipe.schedules.cli",
     "tgpipe.gantt_cli",
     "tgpipe.executor.cli",
 )
