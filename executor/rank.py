@@ -1,0 +1,341 @@
+"""One rank of a distributed run: its lanes as threads, its messages, its replica of memory.
+
+`RankRunner` executes the `Program` that `tgpipe.executor.runtime.lower` gives this rank,
+calling the op functions of `tgpipe.executor.ops` (the same code the reference trainer and
+the profiler call). See `tgpipe.executor.runtime` for how the cross-rank edges travel.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from tgpipe.dag.semantics import Semantics
+from tgpipe.executor.learner import Learner
+from tgpipe.executor.memory import MemoryRows, MemoryStore
+from tgpipe.executor.model import TGN, TGNConfig, build_model
+from tgpipe.executor.ops import (
+    BatchState,
+    bwd,
+    feat,
+    fwd,
+    grad_sync,
+    mem_fetch,
+    mem_root,
+    mem_support,
+    mem_write,
+    open_batch,
+    sample,
+    step,
+)
+from tgpipe.executor.runtime import Message, Program, tag
+from tgpipe.executor.stream import Stream
+from tgpipe.executor.versions import memory_version, weight_version
+from tgpipe.schedules.ir import Action, Schedule
+from tgpipe.trace import TraceRow
+
+__all__ = ["Aborted", "RankRunner"]
+
+_POLL = 0.2  # seconds between looks at the abort flag while waiting
+
+
+class Aborted(RuntimeError):
+    """Another lane of this rank failed; this one stops."""
+
+
+class _Store(MemoryStore):
+    """The rank's replica: remembers what its own MEM_WRITEs wrote, to send it on."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outbox: dict[int, tuple[torch.Tensor, MemoryRows]] = {}
+
+    def write(self, batch, nodes, rows, *, mine: bool = True) -> None:
+        super().write(batch, nodes, rows)
+        if mine:
+            self.outbox[batch] = (torch.as_tensor(nodes, dtype=torch.int64), rows)
+
+    def wait_version(self, version: int, abort: threading.Event) -> None:
+        with self._cond:
+            while not self._cond.wait_for(lambda: self.version >= version, timeout=_POLL):
+                if abort.is_set():
+                    raise Aborted()
+
+
+class _Versions:
+    """Packed learners (weights + Adam state) by version: what weights travel as."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._packed: dict[int, torch.Tensor] = {}
+
+    def put(self, version: int, packed: torch.Tensor) -> None:
+        with self._cond:
+            self._packed[version] = packed
+            self._cond.notify_all()
+
+    def get(self, version: int, abort: threading.Event, timeout: float) -> torch.Tensor:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while version not in self._packed:
+                if abort.is_set():
+                    raise Aborted()
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"weights of version {version} never arrived")
+                self._cond.wait(_POLL)
+            return self._packed[version]
+
+    def prune(self, below: int) -> None:
+        with self._cond:
+            for v in [v for v in self._packed if v < below]:
+                del self._packed[v]
+
+
+@dataclass
+class EpochResult:
+    losses: dict[int, float]  #: batch -> loss, for this rank's batches
+    rows: list[TraceRow]  #: what ran when, seconds from the epoch's start
+
+
+class RankRunner:
+    """Runs this rank's program for one epoch at a time."""
+
+    def __init__(self, rank: int, schedule: Schedule, program: Program, stream: Stream,
+                 config: TGNConfig, *, groups: dict[tuple[int, ...], object],
+                 timeout: float = 300.0):
+        self.rank, self.schedule, self.program, self.stream = rank, schedule, program, stream
+        self.semantics: Semantics = schedule.semantics
+        self.config, self.timeout = config, timeout
+        self.pg_memory = groups["memory"]
+        self.pg_weights = groups["weights"]
+        self.pg_group = {grp: groups.get(ranks) for grp, ranks in program.groups.items()}
+        model = self._new_model()
+        self.learner = Learner(model, config.lr)
+        self.store = _Store(stream.graph.n_nodes, config.memory_dim, model.mail_dim,
+                            stream.device)
+        self._models: dict[int, TGN] = {}
+
+    def _new_model(self) -> TGN:
+        s = self.stream
+        return build_model(self.config, s.edge_dim, s.node_dim, s.seed).to(s.device)
+
+    # ---- one epoch --------------------------------------------------------------------------
+    def run_epoch(self, epoch: int) -> EpochResult:
+        self.epoch = epoch
+        self.store.reset()
+        self.store.outbox.clear()
+        self.versions = _Versions()
+        self.versions.put(0, self.learner.pack())
+        self.learner_version = 0
+        self._models.clear()
+        self.abort = threading.Event()
+        self.errors: list[BaseException] = []
+        self.states: dict[int, BatchState] = {}
+        self.states_lock = threading.Lock()
+        self.losses: dict[int, float] = {}
+        self.rows: list[TraceRow] = []
+        mine = [a for a in self.program.ops()]
+        self.done = {a: threading.Event() for a in mine}
+        self.left: dict[int, int] = defaultdict(int)
+        for a in mine:
+            self.left[a.batch] += 1
+        self.finished = {b: threading.Event() for b in self.left}
+        self.window = {b: w for (r, b), w in self.schedule.window_waits().items()
+                       if r == self.rank}
+        self.unfinished = set(self.left)
+        self.count_lock = threading.Lock()
+        dist.barrier()
+        self.t0 = time.perf_counter()
+        self.outgoing: queue.Queue = queue.Queue()
+        inbound: dict[tuple[int, str], list[Message]] = defaultdict(list)
+        for m in self.program.receives:
+            inbound[m.peers[0], m.kind].append(m)
+        workers = [(self._lane, (lane, steps), lane) for lane, steps in self.program.lanes.items()]
+        workers += [(self._receive, (msgs,), f"recv-{kind}-{src}")
+                    for (src, kind), msgs in sorted(inbound.items())]
+        threads = [threading.Thread(target=self._guard, args=(fn, *args),
+                                    name=f"rank{self.rank}-{name}", daemon=True)
+                   for fn, args, name in workers]
+        sender = threading.Thread(target=self._guard, args=(self._sender,),
+                                  name=f"rank{self.rank}-send", daemon=True)
+        for t in [*threads, sender]:
+            t.start()
+        for t in threads:
+            t.join()
+        self.outgoing.put(None)
+        sender.join()
+        if self.errors:
+            raise self.errors[0]
+        return EpochResult(dict(self.losses), list(self.rows))
+
+    def _guard(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Aborted:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.errors.append(exc)
+            self.abort.set()
+
+    def _wait(self, event: threading.Event) -> None:
+        while not event.wait(_POLL):
+            if self.abort.is_set():
+                raise Aborted()
+
+    # ---- lanes --------------------------------------------------------------------------------
+    def _lane(self, lane: str, steps: list[Action | Message]) -> None:
+        preds = self.schedule_preds
+        for item in steps:
+            if isinstance(item, Message):
+                self.outgoing.put(self._pack(item))  # the sender thread is the rank's port
+                continue
+            act = item
+            need = self.window.get(act.batch)
+            if need is not None:
+                self._wait(self.finished[need])
+            for (op, j), kind in preds[act]:
+                pred = Action(op, j)
+                if pred in self.done:
+                    self._wait(self.done[pred])
+            state = self._state(act.batch)
+            start = time.perf_counter()
+            self._run_op(act.op, state)
+            end = time.perf_counter()
+            self.rows.append(TraceRow(self.rank, lane, act.op, act.batch,
+                                      start - self.t0, end - self.t0))
+            self.done[act].set()
+            self._finish_one(act.batch)
+
+    def _state(self, batch: int) -> BatchState:
+        with self.states_lock:
+            if batch not in self.states:
+                self.states[batch] = open_batch(self.stream, batch, epoch=self.epoch,
+                                                semantics=self.semantics)
+            return self.states[batch]
+
+    def _finish_one(self, batch: int) -> None:
+        with self.count_lock:
+            self.left[batch] -= 1
+            if self.left[batch]:
+                return
+            self.unfinished.discard(batch)
+            with self.states_lock:
+                self.states.pop(batch, None)
+            oldest = min(self.unfinished, default=self.schedule.n_batches)
+            self.store.prune(memory_version(self.semantics, oldest))
+        self.finished[batch].set()
+
+    def _compute_model(self, batch: int) -> TGN:
+        """A model holding the weights `batch` computes with (fetched when they travel)."""
+        version = weight_version(self.semantics, batch)
+        model = self._models.get(version)
+        if model is None:
+            packed = self.versions.get(version, self.abort, self.timeout)
+            holder = Learner(self._new_model(), self.config.lr)
+            holder.unpack(packed)
+            model = self._models[version] = holder.model
+            for old in [v for v in self._models if v < version - self.semantics.s_w - 1]:
+                del self._models[old]
+        return model
+
+    def _run_op(self, op: str, state: BatchState) -> None:
+        b, stream, store = state.batch, self.stream, self.store
+        if op == "SAMPLE":
+            sample(state, stream)
+        elif op == "FEAT":
+            feat(state, stream)
+        elif op == "MEM_FETCH":
+            store.wait_version(state.mem_version, self.abort)
+            mem_fetch(state, store)
+        elif op == "MEM_ROOT":
+            mem_root(state, self._compute_model(b))
+        elif op == "MEM_WRITE":
+            mem_write(state, store)
+        elif op == "MEM_SUPPORT":
+            store.wait_version(state.mem_version, self.abort)
+            mem_support(state, store, self._compute_model(b))
+        elif op == "FWD":
+            fwd(state, self._compute_model(b))
+        elif op == "BWD":
+            bwd(state, self._compute_model(b))
+            self.losses[b] = state.loss_value
+        elif op == "GRAD_SYNC":
+            grad_sync(state, self.pg_group.get(b // self.semantics.g))
+        elif op == "STEP":
+            done = b // self.semantics.g  # steps taken before this one in the epoch
+            if self.learner_version != done:
+                self.learner.unpack(self.versions.get(done, self.abort, self.timeout))
+            step(self.learner, state.grads)
+            self.learner_version = done + 1
+            self.versions.put(done + 1, self.learner.pack())
+            self.versions.prune(done + 1 - self.semantics.s_w - 1)
+        else:  # pragma: no cover - the catalog has no other op
+            raise RuntimeError(f"no op {op}")
+
+    # ---- messages -----------------------------------------------------------------------------
+    def _pack(self, m: Message) -> tuple[Message, list[torch.Tensor]]:
+        """The tensors that carry `m` (taken now, while they are current)."""
+        a = m.action
+        if m.kind == "memory":
+            nodes, rows = self.store.outbox.pop(a.batch)
+            values = torch.cat([rows.mem.double(), rows.mem_ts[:, None].double(),
+                                rows.mail.double(), rows.mail_ts[:, None].double()], dim=1)
+            parts = [torch.tensor([len(nodes)], dtype=torch.int64), nodes, values]
+        else:
+            parts = [self.versions.get(a.batch // self.semantics.g + 1, self.abort,
+                                       self.timeout)]
+        return m, [t.detach().cpu().contiguous() for t in parts]
+
+    def _sender(self) -> None:
+        while (item := self.outgoing.get()) is not None:
+            m, parts = item
+            group = self.pg_memory if m.kind == "memory" else self.pg_weights
+            first = 0 if m.kind == "memory" else 3
+            works = [dist.isend(t, dst, group=group, tag=tag(m.action, first + k))
+                     for dst in m.peers for k, t in enumerate(parts)]
+            for w in works:
+                w.wait()
+
+    def _receive(self, messages: list[Message]) -> None:
+        d, d_mail = self.store.dim, self.store.mail_dim
+        size = self.learner.pack().numel()
+        for m in messages:
+            src, a = m.peers[0], m.action
+            if m.kind == "memory":
+                n = torch.zeros(1, dtype=torch.int64)
+                dist.recv(n, src, group=self.pg_memory, tag=tag(a, 0))
+                nodes = torch.zeros(int(n), dtype=torch.int64)
+                dist.recv(nodes, src, group=self.pg_memory, tag=tag(a, 1))
+                values = torch.zeros(int(n), d + 1 + d_mail + 1, dtype=torch.float64)
+                dist.recv(values, src, group=self.pg_memory, tag=tag(a, 2))
+                mem, mem_ts, mail, mail_ts = values.split([d, 1, d_mail, 1], dim=1)
+                rows = MemoryRows(mem.float(), mem_ts[:, 0].clone(), mail.float(),
+                                  mail_ts[:, 0].clone()).to(self.store.device)
+                self.store.write(a.batch, nodes, rows, mine=False)
+            else:
+                packed = torch.zeros(size)
+                dist.recv(packed, src, group=self.pg_weights, tag=tag(a, 3))
+                self.versions.put(a.batch // self.semantics.g + 1,
+                                  packed.to(self.stream.device))
+            if self.abort.is_set():
+                raise Aborted()
+
+    @property
+    def schedule_preds(self):
+        if not hasattr(self, "_preds"):
+            from tgpipe.dag.build import predecessors
+
+            self._preds = {Action(*k): v for k, v in
+                           predecessors(self.semantics, self.schedule.n_batches).items()}
+        return self._preds
+
+    def final_state(self) -> dict:
+        """What the semantics check compares: memory table, packed learner."""
+        return {"table": self.store.table, "learner": self.learner.pack()}
+

@@ -1,0 +1,188 @@
+"""Subcommand `tgpipe run`: train a TGN with a schedule, on local ranks or under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+
+from tgpipe.cli import positive_int
+from tgpipe.errors import InputError
+
+__all__ = ["register"]
+
+
+def _build(args: argparse.Namespace, world: int):
+    """Data, stream and schedule, checked against each other (the same in every rank)."""
+    from tgpipe.dag.profile import load_profile
+    from tgpipe.executor.data import load_dataset
+    from tgpipe.executor.model import TGNConfig
+    from tgpipe.executor.stream import TRAIN, Stream
+    from tgpipe.schedules.families import family
+    from tgpipe.schedules.ir import Schedule, validate
+
+    graph = load_dataset(args.data)
+    if args.limit_events:
+        graph = graph.slice(0, min(args.limit_events, graph.n_events))
+    config = TGNConfig()
+    stream = Stream(graph, args.batch_size, seed=args.seed, neighbors=config.neighbors)
+    n = stream.n_batches(TRAIN)
+    if os.path.isfile(args.schedule):
+        schedule = Schedule.load(args.schedule)
+        if schedule.n_batches != n:
+            raise InputError(
+                f"schedule {args.schedule} has {schedule.n_batches} batches but the data has "
+                f"{n} training batches of {args.batch_size} events: make the schedule for {n}"
+            )
+    else:
+        ranks = 1 if args.schedule == "sequential" else world
+        options = {"k": args.mspipe_k} if args.schedule.startswith("mspipe") else {}
+        schedule = family(args.schedule, load_profile("gpu-illustrative"), ranks, n, **options)
+    if schedule.n_ranks > world:
+        raise InputError(
+            f"schedule {schedule.name!r} is for {schedule.n_ranks} ranks but {world} were "
+            f"started: use --nproc {schedule.n_ranks}"
+        )
+    validate(schedule)
+    return graph, stream, config, schedule
+
+
+def _rank_main(args: argparse.Namespace) -> None:
+    """The body of one rank (started by `tgpipe run --nproc` or by torchrun)."""
+    import torch
+    import torch.distributed as dist
+
+    from tgpipe.executor.rank import RankRunner
+    from tgpipe.executor.runtime import lower, process_group_sets
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    torch.set_num_threads(args.threads)
+    graph, stream, config, schedule = _build(args, world)
+    timeout = datetime.timedelta(seconds=args.timeout)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
+    try:
+        groups = {"memory": dist.new_group(backend="gloo", timeout=timeout),
+                  "weights": dist.new_group(backend="gloo", timeout=timeout)}
+        for ranks in process_group_sets(schedule):
+            groups[ranks] = dist.new_group(list(ranks), backend="gloo", timeout=timeout)
+        programs = lower(schedule)
+        program = programs.get(rank)
+        runner = RankRunner(rank, schedule, program, stream, config, groups=groups,
+                            timeout=args.timeout) if program else None
+        _train(args, rank, world, schedule, stream, runner, groups)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(args, rank, world, schedule, stream, runner, groups) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from tgpipe.executor.reference import evaluate_phases
+    from tgpipe.executor.stream import TEST, VAL
+    from tgpipe.trace import Trace
+
+    last = max((a for a in schedule.placement() if a.op == "STEP"), key=lambda a: a.batch)
+    last_rank = schedule.placement()[last][0]
+    all_rows, all_losses = [], []
+    if rank == 0:
+        print(f"{schedule.name}: {schedule.n_batches} batches of {args.batch_size} events per "
+              f"epoch on {schedule.n_ranks} rank(s) of {world}, semantics {schedule.semantics}",
+              flush=True)
+    offset = 0.0
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        result = runner.run_epoch(epoch) if runner else None
+        packed = runner.learner.pack() if runner else torch.zeros(0)
+        size = torch.tensor([packed.numel()])
+        dist.broadcast(size, last_rank, group=groups["weights"])
+        if rank != last_rank:
+            packed = torch.zeros(int(size))
+        dist.broadcast(packed, last_rank, group=groups["weights"])
+        if runner:
+            runner.learner.unpack(packed)
+        seconds = time.perf_counter() - start
+        gathered = [None] * world if rank == 0 else None
+        dist.gather_object((result.losses, result.rows) if result else ({}, []), gathered)
+        if rank == 0:
+            losses = {b: v for part in gathered for b, v in part[0].items()}
+            rows = [r._replace(start=r.start + offset, end=r.end + offset)
+                    for part in gathered for r in part[1]]
+            offset = max((r.end for r in rows), default=offset)
+            all_rows += rows
+            all_losses.append([losses[b] for b in sorted(losses)])
+            line = (f"epoch {epoch}: {seconds:.2f} s, "
+                    f"{stream.bounds[0][1] / seconds:,.0f} events/s, "
+                    f"loss {sum(losses.values()) / len(losses):.4f}")
+            if args.evaluate:
+                scores = evaluate_phases(stream, runner.learner.model, runner.store, (VAL, TEST))
+                line += (f", val AP {scores[VAL][0]:.4f} AUC {scores[VAL][1]:.4f}, "
+                         f"test AP {scores[TEST][0]:.4f} AUC {scores[TEST][1]:.4f}")
+            print(line, flush=True)
+        dist.barrier()
+    if rank == 0:
+        trace = Trace(sorted(all_rows, key=lambda r: (r.start, r.rank)), {
+            "schedule": schedule.name, "semantics": list(schedule.semantics),
+            "source": "measured", "n_ranks": schedule.n_ranks,
+            "batch_size": args.batch_size, "unit": None})
+        if args.trace:
+            trace.save(args.trace)
+            print(f"wrote trace {args.trace}")
+        if args.gantt:
+            from tgpipe.gantt import write_gantt
+
+            write_gantt([trace], args.gantt)
+            print(f"wrote Gantt chart {args.gantt}")
+    if args.dump and runner:
+        torch.save({"table": tuple(runner.store.table), "learner": runner.learner.pack(),
+                    "losses": all_losses if rank == 0 else None},
+                   f"{args.dump}.rank{rank}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from tgpipe.executor.launch import spawn, under_launcher
+
+    if under_launcher():
+        _rank_main(args)
+        return
+    _build(args, args.nproc)  # refuse bad input here, before any rank starts
+    status = spawn(sys.argv[1:], args.nproc)
+    if status:
+        raise SystemExit(status)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="train a TGN with a schedule on local ranks or under torchrun",
+        description="Train a TGN (memory, GRU, temporal attention, link predictor) with a "
+        "schedule (a family run on --nproc ranks, or a schedule file) on torch.distributed "
+        "(gloo). Started by hand it spawns --nproc local ranks; under torchrun each process "
+        "runs its own rank. Prints time, events/s, loss, val and test AP/AUC per epoch.",
+    )
+    p.add_argument("--schedule", default="pipetgl", metavar="FAMILY|FILE",
+                   help="a family or a schedule file (default: %(default)s)")
+    p.add_argument("--data", default="synthetic", metavar="PATH",
+                   help="a data set file or folder, or synthetic[:NODES,EVENTS] "
+                   "(default: %(default)s)")
+    p.add_argument("--nproc", type=positive_int, default=2,
+                   help="local ranks to start (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=600, help="(default: %(default)s)")
+    p.add_argument("--limit-events", type=positive_int, default=None, metavar="N",
+                   help="use only the first N events of the data")
+    p.add_argument("--mspipe-k", type=positive_int, default=2, metavar="K",
+                   help="mspipe's staleness bound (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch threads per rank (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a rank waits for a peer before giving up (default: %(default)s)")
+    p.add_argument("--no-evaluate", dest="evaluate", action="store_false",
+                   help="skip validation and test after each epoch")
+    p.add_argument("--trace", metavar="FILE", help="save the measured trace (JSON)")
+    p.add_argument("--gantt", metavar="FILE.html", help="Gantt chart of the measured run")
+    p.add_argument("--dump", metavar="PREFIX", help=argparse.SUPPRESS)  # tests: final state
+    p.set_defaults(func=_run)
