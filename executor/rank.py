@@ -150,7 +150,6 @@ class RankRunner:
                        if r == self.rank}
         self.unfinished = set(self.left)
         self.count_lock = threading.Lock()
-        dist.barrier()
         self.t0 = time.perf_counter()
         self.outgoing: queue.Queue = queue.Queue()
         inbound: dict[tuple[int, str], list[Message]] = defaultdict(list)

@@ -80,7 +80,9 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
     import torch
     import torch.distributed as dist
 
-    from tgpipe.executor.reference import evaluate_phases
+    from types import SimpleNamespace
+
+    from tgpipe.executor.reference import Reference
     from tgpipe.executor.stream import TEST, VAL
     from tgpipe.trace import Trace
 
@@ -93,6 +95,7 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
               flush=True)
     offset = 0.0
     for epoch in range(args.epochs):
+        dist.barrier()  # every rank starts the epoch together
         start = time.perf_counter()
         result = runner.run_epoch(epoch) if runner else None
         packed = runner.learner.pack() if runner else torch.zeros(0)
@@ -117,7 +120,8 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
                     f"{stream.bounds[0][1] / seconds:,.0f} events/s, "
                     f"loss {sum(losses.values()) / len(losses):.4f}")
             if args.evaluate:
-                scores = evaluate_phases(stream, runner.learner.model, runner.store, (VAL, TEST))
+                held = SimpleNamespace(stream=stream, learner=runner.learner, store=runner.store)
+                scores = Reference.evaluate(held, (VAL, TEST))
                 line += (f", val AP {scores[VAL][0]:.4f} AUC {scores[VAL][1]:.4f}, "
                          f"test AP {scores[TEST][0]:.4f} AUC {scores[TEST][1]:.4f}")
             print(line, flush=True)
@@ -126,7 +130,7 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
         trace = Trace(sorted(all_rows, key=lambda r: (r.start, r.rank)), {
             "schedule": schedule.name, "semantics": list(schedule.semantics),
             "source": "measured", "n_ranks": schedule.n_ranks,
-            "batch_size": args.batch_size, "unit": None})
+            "batch_size": args.batch_size})
         if args.trace:
             trace.save(args.trace)
             print(f"wrote trace {args.trace}")

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "tgpipe.schedules.cli",
     "tgpipe.gantt_cli",
     "tgpipe.executor.cli",
+    "tgpipe.executor.run_cli",
 )
 
 
