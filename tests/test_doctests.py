@@ -15,6 +15,15 @@ MODULES = [
     "tgpipe.trace",
     "tgpipe.metrics",
     "tgpipe.executor.graph",
+    "tgpipe.executor.sampler",
+    "tgpipe.executor.memory",
+    "tgpipe.executor.model",
+    "tgpipe.executor.stream",
+    "tgpipe.executor.learner",
+    "tgpipe.executor.versions",
+    "tgpipe.executor.scores",
+    "tgpipe.executor.ops",
+    "tgpipe.executor.reference",
     "tgpipe.progress",
 ]
 
