@@ -177,7 +177,7 @@ def main() -> None:
     base = min(np.mean(r["seconds"]) for r in rows.values())
     print()
     print(
-        f"{'system':<22}{'epochs':>7}{'s/epoch':>9}{'val AP':>8}{'test AP':>9}"
+        f"{'system':<26}{'epochs':>7}{'s/epoch':>9}{'val AP':>8}{'test AP':>9}"
         f"{'test AUC':>10}{'time ratio':>12}"
     )
     pyg = rows.get("pyg: torch-geometric TGN")
@@ -185,7 +185,7 @@ def main() -> None:
         per_epoch = float(np.mean(r["seconds"]))
         ratio = per_epoch / np.mean(pyg["seconds"]) if pyg else per_epoch / base
         print(
-            f"{name:<22}{args.epochs:>7}{per_epoch:>9.2f}{r['val'][0]:>8.4f}{r['test'][0]:>9.4f}"
+            f"{name:<26}{args.epochs:>7}{per_epoch:>9.2f}{r['val'][0]:>8.4f}{r['test'][0]:>9.4f}"
             f"{r['test'][1]:>10.4f}{ratio:>12.2f}"
         )
     print("(time ratio: seconds per epoch over torch-geometric's)")

@@ -39,11 +39,12 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tgpipe.dag.semantics import Semantics
 from tgpipe.executor.learner import Learner
@@ -273,8 +274,6 @@ def grad_sync(state: BatchState, group: Any = None) -> None:
     The same mean as `average_grads` (a sum, then a division by the group's size); a no-op
     when torch.distributed is not initialised.
     """
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()):
         return
     flat = torch.cat([g.reshape(-1) for g in state.grads])
@@ -301,7 +300,7 @@ class Worker:
     learner: Learner
     model: TGN | None = None
     group: Any = None  #: the torch.distributed group of GRAD_SYNC
-    timeout: float | None = field(default=None)  #: how long memory reads may wait
+    timeout: float | None = None  #: how long a memory read may wait for its version
 
     @property
     def compute(self) -> TGN:

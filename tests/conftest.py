@@ -38,3 +38,34 @@ def wikipedia_csv():
     if not WIKIPEDIA.exists():
         pytest.skip(f"the shared data set is absent: {WIKIPEDIA}")
     return WIKIPEDIA
+
+
+def _random_graph(n_events=300, n_nodes=20, seed=0, edge_dim=0, node_dim=0):
+    """A small stream with repeated times, self-loops and optional features."""
+    import numpy as np
+    from tgpipe.executor.graph import TemporalGraph
+
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, n_nodes, n_events)
+    dst = rng.integers(0, n_nodes, n_events)
+    ts = np.sort(rng.integers(0, n_events // 2, n_events)).astype(float)
+    edge = rng.normal(size=(n_events, edge_dim)).astype("float32") if edge_dim else None
+    node = rng.normal(size=(n_nodes, node_dim)).astype("float32") if node_dim else None
+    return TemporalGraph(src, dst, ts, edge, node, n_nodes=n_nodes, name="random")
+
+
+@pytest.fixture
+def random_graph():
+    return _random_graph
+
+
+@pytest.fixture
+def wiki_slice(wikipedia_csv):
+    """The first 3,000 events of the real data set (one id space, no features)."""
+    import numpy as np
+    from tgpipe.executor.graph import TemporalGraph
+
+    table = np.loadtxt(wikipedia_csv, delimiter=",", skiprows=1, max_rows=3000)
+    return TemporalGraph(
+        table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2], name="wiki3k"
+    )
