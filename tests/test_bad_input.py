@@ -276,6 +276,13 @@ CASES = [
         {"p.json": profile(lambda d: d["ops"]["FWD"].update(bytes=1.5))},
     ),
     Case(
+        "profile-batch-size-0",
+        ("simulate", "--profile", "p.json", *SIM_OUT),
+        "field 'batch_size'",
+        "must be an integer >= 1, got 0",
+        {"p.json": profile(lambda d: d.update(batch_size=0))},
+    ),
+    Case(
         "profile-truncated-json",
         ("simulate", "--profile", "p.json", *SIM_OUT),
         "profile p.json is not valid JSON (line",
