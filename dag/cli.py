@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tgpipe.cli import add_profile_arg, positive_int
+from tgpipe.cli import add_profile_arg, output_file, positive_int
 from tgpipe.dag.bounds import MEMORY_BACKENDS, lower_bound
 from tgpipe.dag.build import EDGE_KINDS, build_dag, count_by_kind, critical_path, save_dag
 from tgpipe.dag.profile import builtin_profiles, load_profile
@@ -104,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--out",
+        type=output_file,
         metavar="FILE",
         help="write the DAG: .graphml for GraphML, anything else node-link JSON",
     )

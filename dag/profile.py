@@ -34,6 +34,17 @@ __all__ = ["SOURCES", "CostProfile", "Link", "OpCost", "builtin_profiles", "load
 #: Where a profile's numbers come from.
 SOURCES = ("measured", "illustrative")
 
+#: Largest cost of one op for one batch, and largest latency: a day. More is a unit mistake
+#: (milliseconds written as seconds...), and sums of such numbers overflow to infinity.
+MAX_SECONDS = 86_400.0
+#: Largest bytes one op moves per batch (a pebibyte), smallest bandwidth (a byte a second):
+#: any message then takes a finite time.
+MAX_BYTES = 2**50
+MIN_BANDWIDTH = 1.0
+
+#: What to do about a profile file that does not load.
+_FIX = "fix the file or use a built-in profile (see 'tgpipe profiles')"
+
 
 @dataclass(frozen=True)
 class OpCost:
@@ -138,33 +149,59 @@ class CostProfile:
         try:
             text = path.read_text()
         except OSError as exc:
-            raise InputError(f"cannot read profile {path}: {exc.strerror}") from None
+            raise InputError(
+                f"cannot read profile {path}: {exc.strerror}; check the path"
+            ) from None
+        except UnicodeDecodeError:
+            raise InputError(f"profile {path} is not a text file; {_FIX}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(
-                f"profile {path} is not valid JSON (line {exc.lineno}: {exc.msg})"
+                f"profile {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                f"{exc.msg}); {_FIX}"
             ) from None
         return _parse(data, str(path))
 
 
-def _number(value: object, where: str, *, positive: bool = False) -> float:
+def _number(
+    value: object,
+    where: str,
+    *,
+    positive: bool = False,
+    least: float = 0.0,
+    most: float = math.inf,
+    unit: str = "",
+) -> float:
+    """A finite number of `unit` in [least, most] (> 0 if `positive`), else InputError
+    naming `where`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{where} must be a finite number, got {value!r}")
+        raise InputError(
+            f"{where} must be a finite number{f' ({unit})' if unit else ''}, got {value!r}"
+        )
     if value < 0 or (positive and value == 0):
         raise InputError(f"{where} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+    if value < least:
+        raise InputError(f"{where} must be at least {least:g} {unit}, got {value!r}")
+    if value > most:
+        raise InputError(
+            f"{where} is {value:g}, more than the most that makes sense ({most:g} {unit}); "
+            "is it in another unit?"
+        )
     return float(value)
 
 
 def _field(data: dict, key: str, where: str) -> object:
     if key not in data:
-        raise InputError(f"{where}: missing field {key!r}")
+        raise InputError(f"{where}: missing field {key!r}; add it")
     return data[key]
 
 
 def _parse(data: object, where: str) -> CostProfile:
     if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        raise InputError(
+            f"{where}: expected a JSON object (a profile), got {type(data).__name__}; {_FIX}"
+        )
     source = _field(data, "source", where)
     if source not in SOURCES:
         raise InputError(
@@ -179,13 +216,18 @@ def _parse(data: object, where: str) -> CostProfile:
     ops = {}
     for op in OPS:
         if op not in ops_in:
-            raise InputError(f"{where}: missing cost of op {op!r} in 'ops'")
+            raise InputError(
+                f"{where}: missing cost of op {op!r} in 'ops'; add it (median seconds per batch)"
+            )
         entry = ops_in[op]
         if not isinstance(entry, dict):
             raise InputError(f"{where}: ops.{op} must be an object with median, spread, bytes")
-        median = _number(_field(entry, "median", f"{where}: ops.{op}"), f"{where}: ops.{op}.median")
-        spread = _number(entry.get("spread", 0.0), f"{where}: ops.{op}.spread")
-        nbytes = _number(entry.get("bytes", 0), f"{where}: ops.{op}.bytes")
+        at = f"{where}: ops.{op}"
+        median = _number(_field(entry, "median", at), f"{at}.median", most=MAX_SECONDS, unit="s")
+        spread = _number(entry.get("spread", 0.0), f"{at}.spread", most=MAX_SECONDS, unit="s")
+        nbytes = _number(entry.get("bytes", 0), f"{at}.bytes", most=MAX_BYTES, unit="bytes")
+        if nbytes != int(nbytes):
+            raise InputError(f"{at}.bytes must be a whole number of bytes, got {nbytes:g}")
         ops[op] = OpCost(median, spread, int(nbytes))
     links_in = _field(data, "links", where)
     if not isinstance(links_in, dict):
@@ -195,13 +237,14 @@ def _parse(data: object, where: str) -> CostProfile:
         link = _field(links_in, name, f"{where}: links")
         if not isinstance(link, dict):
             raise InputError(f"{where}: links.{name} must be an object with latency, bandwidth")
-        lat = _number(
-            _field(link, "latency", f"{where}: links.{name}"), f"{where}: links.{name}.latency"
-        )
+        at = f"{where}: links.{name}"
+        lat = _number(_field(link, "latency", at), f"{at}.latency", most=MAX_SECONDS, unit="s")
         bw = _number(
-            _field(link, "bandwidth", f"{where}: links.{name}"),
-            f"{where}: links.{name}.bandwidth",
+            _field(link, "bandwidth", at),
+            f"{at}.bandwidth",
             positive=True,
+            least=MIN_BANDWIDTH,
+            unit="bytes/s",
         )
         links[name] = Link(lat, bw)
     cores = _field(data, "cpu_cores", where)

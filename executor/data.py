@@ -26,9 +26,15 @@ preprocessing does; when they are already one space (as in the shared ``wikipedi
 ids stay as they are. Repeated identical rows are kept: two interactions of the same pair in
 the same second are two events (TGN and JODIE keep them too).
 
+Ids may be as large and as sparse as they come (hashes, ids 10^12 apart): they are renumbered
+0..N-1 and never used as array indices, so they cost nothing. They must be below 2^53 (about
+9.007e15) all the same: above it a float64 cannot hold every integer, so two ids of the file
+could become one node; such a file is refused, with a request to renumber its ids.
+
 Everything is checked with the file's line numbers: numbers in every column, ids that are
-integers >= 0, no NaN, and time sorted. Events are never sorted here: a file out of order is an
-error that says to sort it, since reordering would silently change what "the next batch" is.
+integers in [0, 2^53), no NaN, and time sorted. Events are never sorted here: a file out of
+order is an error that says to sort it, since reordering would silently change what "the next
+batch" is.
 
 Examples
 --------
@@ -47,6 +53,7 @@ from __future__ import annotations
 import gzip
 import io
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +79,18 @@ _EXPECTED = "expected one of: " + "; ".join(FORMATS.values())
 _SUFFIXES = (".csv", ".txt", ".tsv", ".csv.gz", ".txt.gz", ".tsv.gz")
 _COMMENTS = ("#", "%")
 _INDEX_NAMES = ("", "Unnamed: 0")  # the unnamed index column that pandas writes
+#: Ids must be below this: float64 holds every integer up to it, not beyond.
+MAX_ID = 2**53
+_BROKEN_GZIP = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _damaged(path: Path, exc: Exception) -> InputError:
+    """A .gz file that does not decompress: cut short by a failed download, or not gzip."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return InputError(
+        f"{path} is a damaged or cut-short gzip file ({reason}); download it again "
+        "('tgpipe data get --force NAME') or unpack it yourself"
+    )
 
 
 def detect_format(path: str | Path) -> tuple[str, Path]:
@@ -84,7 +103,7 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
     if path.is_dir():
         path = _pick_file(path)
     elif not path.exists():
-        raise InputError(f"no such file or folder: {path}")
+        raise InputError(f"no such file or folder: {path}; check the path")
     lines = _head(path, 1)
     if not lines:
         raise InputError(f"{path} is empty; {_EXPECTED}")
@@ -155,7 +174,7 @@ def _open(path: Path) -> io.TextIOBase:
             return gzip.open(path, "rt", encoding="utf-8-sig")
         return open(path, encoding="utf-8-sig")
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}; check the path") from None
 
 
 def _head(path: Path, n: int) -> list[tuple[int, str]]:
@@ -168,10 +187,12 @@ def _head(path: Path, n: int) -> list[tuple[int, str]]:
                     found.append((number, line.rstrip("\r\n")))
                     if len(found) == n:
                         break
-    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile):
+    except _BROKEN_GZIP as exc:
+        raise _damaged(path, exc) from None
+    except UnicodeDecodeError:
         raise InputError(f"{path} is not a text file; {_EXPECTED}") from None
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}; check the path") from None
     return found
 
 
@@ -250,7 +271,9 @@ def _read_table(
     except ValueError as exc:
         _find_bad_field(path, names, header_line, delimiter, comments)
         raise InputError(f"{path}: cannot read it as numbers ({exc})") from None
-    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile):
+    except _BROKEN_GZIP as exc:
+        raise _damaged(path, exc) from None
+    except UnicodeDecodeError:
         raise InputError(f"{path} is not a text file; {_EXPECTED}") from None
     if table.size == 0:
         what = "only comments" if header_line == 0 else "a header but no events"
@@ -312,7 +335,8 @@ def _check(
     delimiter: str | None = ",",
     comments=None,
 ) -> None:
-    """Finite numbers everywhere, integer ids >= 0, time sorted: else name the line."""
+    """Finite numbers everywhere, integer ids in [0, MAX_ID), time sorted: else name the
+    line."""
 
     def where(row: int, col: int) -> str:
         line = _line_of(path, row, header_line, comments, delimiter)
@@ -331,11 +355,21 @@ def _check(
         if bad.any():
             row = int(bad.argmax())
             raise InputError(
-                f"{where(row, col)}: id {values[row]:g} is not an integer; ids must be whole"
+                f"{where(row, col)}: id {values[row]:g} is not an integer; ids must be whole: "
+                "fix that line"
             )
         if values.min() < 0:
             row = int(values.argmin())
-            raise InputError(f"{where(row, col)}: id {values[row]:g} is negative; ids must be >= 0")
+            raise InputError(
+                f"{where(row, col)}: id {values[row]:g} is negative; ids must be >= 0: "
+                "fix that line or renumber the ids"
+            )
+        if values.max() >= MAX_ID:
+            row = int(values.argmax())
+            raise InputError(
+                f"{where(row, col)}: id {values[row]:.6g} is 2^53 or more, too large to read "
+                "exactly (two ids could become one node); renumber the ids, e.g. 0..N-1"
+            )
     ts = table[:, time]
     back = np.diff(ts) < 0
     if back.any():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from tgpipe.cli import add_profile_arg, positive_int
+from tgpipe.cli import add_profile_arg, output_file, positive_int
 from tgpipe.dag.profile import load_profile
-from tgpipe.gantt import write_gantt
+from tgpipe.files import atomic_write_all
 from tgpipe.progress import Progress
 from tgpipe.schedules.search import Evaluated, search
 from tgpipe.simulator.cli import print_table
@@ -81,12 +81,18 @@ def _search(args: argparse.Namespace) -> None:
     print_table([_row("found", result.best), _row("best family", result.best_family)], HEADER)
     speedup = result.best_family.period / result.best.period
     print(f"\nthe found schedule runs {speedup:.3f}x the best published family")
+    outputs = []
     if args.out:
-        result.best.schedule.save(args.out)
-        print(f"wrote schedule {args.out} (run it with: tgpipe simulate --schedule {args.out})")
+        outputs.append((args.out, result.best.schedule.dumps()))
     if args.gantt:
         traces = [simulate(r.schedule, profile) for r in (result.best, result.best_family)]
-        write_gantt(traces, args.gantt)
+        from tgpipe.gantt import gantt_figure, gantt_html  # plotly: only when drawing
+
+        outputs.append((args.gantt, gantt_html(gantt_figure(traces))))
+    atomic_write_all(outputs)
+    if args.out:
+        print(f"wrote schedule {args.out} (run it with: tgpipe simulate --schedule {args.out})")
+    if args.gantt:
         print(f"wrote Gantt chart {args.gantt}")
 
 
@@ -129,9 +135,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: %(default)s, one REDDIT epoch)",
     )
     p.add_argument("--seed", type=int, default=0, help="breaks ties (default: %(default)s)")
-    p.add_argument("-o", "--out", metavar="FILE", help="save the best schedule (text)")
+    p.add_argument(
+        "-o", "--out", type=output_file, metavar="FILE", help="save the best schedule (text)"
+    )
     p.add_argument(
         "--gantt",
+        type=output_file,
         metavar="FILE.html",
         help="Gantt chart of the best schedule beside the best family",
     )

@@ -20,6 +20,12 @@ edit it::
 `validate` finds, before any run, an action that is missing, placed twice, unknown, or whose
 dependencies can never be met, and says where (rank, lane, position, missing predecessor).
 
+A name is a claim. The families name their schedules ``sequential``, ``pipetgl(W)``,
+``data_parallel(W)``, ``mspipe(W,k=K)``, ``disttgl(i=I,j=J)``, ``pipeline(W=..,s=(..),..)``;
+a schedule (a hand-edited file, say) that carries such a name must have that family's
+semantics, ranks and memory backend (`claimed`), or a reader comparing "pipetgl(4)" with
+another schedule would compare something else. Any other name claims nothing.
+
 Examples
 --------
 >>> a = Action.parse("FWD17")
@@ -30,6 +36,7 @@ Examples
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,11 +47,11 @@ from tgpipe.dag.bounds import MEMORY_BACKENDS
 from tgpipe.dag.build import predecessors
 from tgpipe.dag.cluster import Cluster
 from tgpipe.dag.ops import LANES, OPS, node_name, parse_node
-from tgpipe.dag.semantics import Semantics
+from tgpipe.dag.semantics import PRESETS, Semantics
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write
 
-__all__ = ["Action", "Schedule", "action_resources", "requirements", "validate"]
+__all__ = ["Action", "Claim", "Schedule", "action_resources", "claimed", "requirements", "validate"]
 
 
 class Action(NamedTuple):
@@ -146,9 +153,14 @@ class Schedule:
         try:
             text = path.read_text()
         except OSError as exc:
-            raise InputError(f"cannot read schedule {path}: {exc.strerror}") from None
+            raise InputError(
+                f"cannot read schedule {path}: {exc.strerror}; check the path"
+            ) from None
         except UnicodeDecodeError:
-            raise InputError(f"schedule {path} is not a text file") from None
+            raise InputError(
+                f"schedule {path} is not a text file; give a schedule saved by "
+                "'tgpipe simulate --save-schedule' or 'tgpipe search -o'"
+            ) from None
         return _parse(text, str(path))
 
 
@@ -196,7 +208,11 @@ def _parse(text: str, where: str) -> Schedule:
     for key in ("semantics", "ranks", "batches"):
         if key not in head:
             raise InputError(f"{where}: missing '{key}' line: is the file truncated?")
-    semantics = Semantics.parse(head["semantics"])
+    n_ranks = _int(head["ranks"], where, "ranks")
+    try:  # a preset name means its semantics on this many ranks
+        semantics = Semantics.parse(head["semantics"], n_ranks)
+    except InputError as exc:
+        raise InputError(f"{where}: 'semantics' line: {exc}") from None
     memory = head.get("memory", "host")
     if memory not in MEMORY_BACKENDS:
         raise InputError(f"{where}: 'memory' must be one of {', '.join(MEMORY_BACKENDS)}")
@@ -205,7 +221,7 @@ def _parse(text: str, where: str) -> Schedule:
     return Schedule(
         name=head.get("name", Path(where).stem),
         semantics=semantics,
-        n_ranks=_int(head["ranks"], where, "ranks"),
+        n_ranks=n_ranks,
         n_batches=_int(head["batches"], where, "batches"),
         lanes=lanes,
         memory=memory,
@@ -221,19 +237,125 @@ def requirements(schedule: Schedule) -> dict[Action, list[tuple[Action, str]]]:
     return predecessors(schedule.semantics, schedule.n_batches)
 
 
+# ---- names that claim a family ---------------------------------------------------------------
+class Claim(NamedTuple):
+    """What a family's name promises: its semantics, ranks and (where fixed) memory."""
+
+    family: str
+    semantics: Semantics
+    n_ranks: int
+    memory: str | None = None
+
+
+def _ranks_claim(family: str, memory_from_suffix: bool = False):
+    def claim(m: re.Match) -> Claim:
+        w = int(m["w"])
+        memory = ("rows" if m["rows"] else "host") if memory_from_suffix else None
+        return Claim(family, PRESETS[family](w), w, memory)
+
+    return claim
+
+
+#: Name pattern of each family (as families.py writes it) -> the claim it makes.
+_CLAIMS = (
+    (re.compile(r"sequential"), lambda m: Claim("sequential", Semantics(0, 0, 1), 1)),
+    (re.compile(r"pipetgl\((?P<w>\d+)\)(?P<rows>/rows)?"), _ranks_claim("pipetgl", True)),
+    (re.compile(r"data_parallel\((?P<w>\d+)\)"), _ranks_claim("data_parallel")),
+    (
+        re.compile(r"mspipe\((?P<w>\d+),k=(?P<k>\d+)\)"),
+        lambda m: Claim("mspipe", PRESETS["mspipe"](int(m["w"]), int(m["k"])), int(m["w"])),
+    ),
+    (
+        re.compile(r"disttgl\(i=(?P<i>\d+),j=(?P<j>\d+)\)"),
+        lambda m: Claim(
+            "disttgl", Semantics(0, int(m["j"]) - 1, int(m["i"])), int(m["i"]) * int(m["j"])
+        ),
+    ),
+    (
+        re.compile(r"pipeline\(W=(?P<w>\d+),s=\((?P<s>\d+),(?P<sw>\d+),(?P<g>\d+)\)(,.*)?\)"),
+        lambda m: Claim("pipeline", Semantics(int(m["s"]), int(m["sw"]), int(m["g"])), int(m["w"])),
+    ),
+)
+
+
+def claimed(name: str) -> Claim | None:
+    """The family claim that a schedule's name makes, or None for a name of one's own.
+
+    >>> claimed("pipetgl(4)")
+    Claim(family='pipetgl', semantics=Semantics(s_mem=0, s_w=3, g=1), n_ranks=4, memory='host')
+    >>> claimed("my ring") is None
+    True
+    """
+    for pattern, claim in _CLAIMS:
+        m = pattern.fullmatch(name.strip())
+        if m:
+            try:
+                return claim(m)
+            except InputError:  # pipetgl(0): an impossible claim is checked as no claim
+                return None
+    return None
+
+
+def _check_claim(schedule: Schedule) -> None:
+    claim = claimed(schedule.name)
+    if claim is None:
+        return
+    s, c = schedule.semantics, claim.semantics
+    found = [
+        f"semantics {c.s_mem},{c.s_w},{c.g} (its 'semantics' line says {s.s_mem},{s.s_w},{s.g})"
+        if tuple(s) != tuple(c)
+        else "",
+        f"{claim.n_ranks} rank(s) (its 'ranks' line says {schedule.n_ranks})"
+        if claim.n_ranks != schedule.n_ranks
+        else "",
+        f"memory {claim.memory} (its 'memory' line says {schedule.memory})"
+        if claim.memory and claim.memory != schedule.memory
+        else "",
+    ]
+    wrong = "; ".join(text for text in found if text)
+    if wrong:
+        raise InputError(
+            f"the name claims the {claim.family} family, which has {wrong}: fix those lines "
+            "or rename the schedule (a name of your own claims no family)"
+        )
+
+
 # ---- validation ----------------------------------------------------------------------------
 def _where(loc: tuple[int, str, int]) -> str:
     return f"rank {loc[0]} lane {loc[1]} position {loc[2]}"
 
 
 def validate(schedule: Schedule) -> dict[Action, list[tuple[Action, str]]]:
-    """Raise InputError (one line) unless every DAG node is placed exactly once on an existing
-    rank and lane and the lanes' orders let every action run.
+    """Raise InputError (one line, starting with the schedule's name) unless the schedule
+    keeps the promise of its name (`claimed`), every DAG node is placed exactly once on an
+    existing rank and lane, and the lanes' orders let every action run.
 
     The run check executes the schedule symbolically: a lane's head runs once its DAG
     predecessors and its prefetch window are done. If lanes stop with work left, the error
     names a stuck head, where it is, and the predecessor it waits for.
     """
+    try:
+        return _validate(schedule)
+    except InputError as exc:
+        raise InputError(f"schedule {schedule.name!r}: {exc}") from None
+
+
+def _not_an_action(act: Action, schedule: Schedule, preds: dict) -> str:
+    """Why `act` is no node of the schedule's DAG, and what to change."""
+    if act.batch >= schedule.n_batches:
+        return (
+            f"{act} is not an action of this run: batch {act.batch} is past the last "
+            f"({schedule.n_batches - 1}); fix the 'batches' line or remove the action"
+        )
+    return (
+        f"{act} is not an action of this run: semantics {schedule.semantics} have no "
+        f"{act.op} (ops of a batch: {', '.join(op for op, b in preds if b == act.batch)}); "
+        "fix the 'semantics' line or remove the action"
+    )
+
+
+def _validate(schedule: Schedule) -> dict[Action, list[tuple[Action, str]]]:
+    _check_claim(schedule)
     schedule.semantics.validate()
     schedule.cluster.validate()
     preds = requirements(schedule)
@@ -245,23 +367,23 @@ def validate(schedule: Schedule) -> dict[Action, list[tuple[Action, str]]]:
         if not 0 <= rank < schedule.n_ranks:
             raise InputError(
                 f"{_where(loc)}: rank {rank} is out of range: the schedule has "
-                f"{schedule.n_ranks} rank(s), 0..{schedule.n_ranks - 1}"
+                f"{schedule.n_ranks} rank(s), 0..{schedule.n_ranks - 1}; fix the 'ranks' line "
+                "or move that row"
             )
         if lane not in LANES:
             raise InputError(f"{_where(loc)}: unknown lane {lane!r}")
         if act not in preds:
-            raise InputError(
-                f"{_where(loc)}: {act} is not an action of this run "
-                f"(batches 0..{schedule.n_batches - 1}, semantics {schedule.semantics})"
-            )
+            raise InputError(f"{_where(loc)}: {_not_an_action(act, schedule, preds)}")
         if act in seen:
-            raise InputError(f"{act} is placed twice: {_where(seen[act])} and {_where(loc)}")
+            raise InputError(
+                f"{act} is placed twice: {_where(seen[act])} and {_where(loc)}; remove one"
+            )
         seen[act] = loc
     if len(seen) != len(preds):
         missing = sorted((Action(*a) for a in preds if a not in seen), key=_order_key)
         raise InputError(
             f"{len(missing)} action(s) are not placed, e.g. {', '.join(map(str, missing[:3]))}:"
-            " every DAG node must be placed exactly once"
+            " add each to a lane (every DAG node is placed exactly once; a truncated file?)"
         )
     _check_runnable(schedule, preds, seen)
     return preds
@@ -345,4 +467,4 @@ def _explain(stuck, schedule, preds, loc, done, window) -> str:
                     f"to finish on rank {rank} (inflight {schedule.inflight})",
                 )
             )
-    return f"schedule {schedule.name!r} cannot run: {min(found)[1]}"
+    return f"cannot run: {min(found)[1]}; reorder that lane or move the action"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tgpipe.cli import add_profile_arg, positive_int
+from tgpipe.cli import add_profile_arg, nonnegative_int, output_file, positive_int
 from tgpipe.dag.bounds import MEMORY_BACKENDS
 from tgpipe.dag.profile import CostProfile, load_profile
-from tgpipe.gantt import write_gantt
+from tgpipe.errors import InputError
+from tgpipe.files import atomic_write_all
 from tgpipe.metrics import metrics
 from tgpipe.schedules.families import FAMILIES, family
 from tgpipe.schedules.ir import Schedule
@@ -20,8 +21,15 @@ __all__ = ["register", "schedule_from_arg"]
 
 def schedule_from_arg(text: str, profile: CostProfile, args: argparse.Namespace) -> Schedule:
     """A family name (options from the command line) or a schedule file."""
-    if Path(text).is_file():
-        return Schedule.load(text)
+    path = Path(text)
+    if path.is_file():
+        return Schedule.load(path)
+    if text.partition("/")[0] not in FAMILIES and (path.suffix or "/" in text):
+        what = f"{text} is a folder, not a schedule file" if path.is_dir() else f"no file {text}"
+        raise InputError(
+            f"{what}; give a schedule file (saved by --save-schedule or 'tgpipe search -o') "
+            f"or a family ({', '.join(FAMILIES)})"
+        )
     options = {"gpus_per_machine": args.gpus_per_machine}
     if args.memory and text == "pipetgl":
         options["memory"] = args.memory
@@ -82,8 +90,6 @@ def _simulate(args: argparse.Namespace) -> None:
     profile = load_profile(args.profile)
     names = [args.schedule] + [n for n in (args.compare or "").split(",") if n]
     schedules = [schedule_from_arg(name.strip(), profile, args) for name in names]
-    if args.save_schedule:
-        schedules[0].save(args.save_schedule)
     results = []
     for schedule in schedules:
         trace = simulate(schedule, profile)
@@ -93,14 +99,19 @@ def _simulate(args: argparse.Namespace) -> None:
         f"{profile.batch_size} events"
     )
     print_table([r for _, _, r in results], HEADER)
+    outputs = []  # written at the end, all or none: a failed run leaves no file behind
     if args.trace:
-        results[0][1].save(args.trace)
-        print(f"wrote trace {args.trace}")
+        outputs.append((args.trace, results[0][1].dumps(), "trace"))
     if args.gantt:
-        write_gantt([trace for _, trace, _ in results], args.gantt)
-        print(f"wrote Gantt chart {args.gantt}")
+        from tgpipe.gantt import gantt_figure, gantt_html  # plotly: only when drawing
+
+        html = gantt_html(gantt_figure([trace for _, trace, _ in results]))
+        outputs.append((args.gantt, html, "Gantt chart"))
     if args.save_schedule:
-        print(f"wrote schedule {args.save_schedule}")
+        outputs.append((args.save_schedule, schedules[0].dumps(), "schedule"))
+    atomic_write_all([(path, text) for path, text, _ in outputs])
+    for path, _, what in outputs:
+        print(f"wrote {what} {path}")
 
 
 def add_machine_args(p: argparse.ArgumentParser) -> None:
@@ -150,7 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--prefetch",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="batches of SAMPLE/FEAT run ahead (default: each family's own)",
     )
@@ -163,12 +174,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--gantt",
+        type=output_file,
         metavar="FILE.html",
         help="write one Gantt chart of every simulated schedule (offline HTML)",
     )
-    p.add_argument("--trace", metavar="FILE", help="save the first schedule's trace (JSON)")
+    p.add_argument(
+        "--trace", type=output_file, metavar="FILE", help="save the first schedule's trace (JSON)"
+    )
     p.add_argument(
         "--save-schedule",
+        type=output_file,
         metavar="FILE",
         help="save the first schedule in the editable text format",
     )

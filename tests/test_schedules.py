@@ -3,6 +3,8 @@ import pytest
 from tgpipe.dag import OPS, Semantics, load_profile
 from tgpipe.errors import InputError
 from tgpipe.schedules import FAMILIES, Action, Schedule, family, validate
+from tgpipe.schedules.families import pipeline
+from tgpipe.schedules.ir import claimed
 
 
 @pytest.fixture
@@ -135,11 +137,43 @@ def test_window_waits(profile):
 
 def test_semantics_of_loaded_file_are_checked(profile):
     text = family("sequential", profile, 1, 3).dumps().replace("semantics 0,0,1", "semantics 0,0,2")
-    with pytest.raises(InputError, match="not an action|not placed"):
+    with pytest.raises(InputError, match="claims the sequential family, which has semantics 0,0,1"):
         validate(Schedule.loads(text))
+    with pytest.raises(InputError, match="not an action|not placed"):
+        validate(Schedule.loads(text.replace("name sequential", "name mine")))
+
+
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("sequential", {}),
+        ("pipetgl", {}),
+        ("pipetgl/rows", {}),
+        ("data_parallel", {}),
+        ("mspipe", {"k": 3}),
+        ("disttgl", {"j": 2}),
+    ],
+)
+def test_every_family_keeps_the_claim_of_its_name(profile, name, options):
+    s = family(name, profile, 4, 8, **options)
+    claim = claimed(s.name)
+    assert claim is not None and claim.family == name.partition("/")[0]
+    assert (claim.semantics, claim.n_ranks) == (s.semantics, s.n_ranks)
+    assert claim.memory in (None, s.memory)
+    validate(s)
+
+
+def test_pipeline_names_claim_their_semantics(profile):
+    s = pipeline(profile, 3, 6, Semantics(1, 2, 1), step_lag=1)
+    assert claimed(s.name).semantics == Semantics(1, 2, 1) and claimed("my own") is None
 
 
 def test_schedule_for_groups_places_grad_sync(profile):
     s = family("data_parallel", profile, 2, 4)
     assert Semantics(*s.semantics).g == 2
     assert Action("GRAD_SYNC", 3) in s.lanes[1, "net"]
+
+
+def test_a_preset_on_the_semantics_line_is_read_on_the_file_s_ranks(profile):
+    text = family("pipetgl", profile, 4, 8).dumps().replace("semantics 0,3,1", "semantics pipetgl")
+    assert Schedule.loads(text).semantics == Semantics(0, 3, 1)

@@ -2,8 +2,9 @@
 
 Each part registers its own subcommands (`register(sub)` in ``dag/cli.py``,
 ``simulator/cli.py``, ...), listed in `COMMAND_MODULES`; this module holds what they share.
-A user's mistake (bad file, unknown name, impossible number) prints one line on stderr and
-exits with status 2; nothing is written.
+A user's mistake (bad file, unknown name, impossible number, unwritable output) prints one
+line on stderr and exits with status 2; nothing is written. Output paths are checked before
+any work (`output_file`), and a command writes its outputs all or none at its end.
 """
 
 from __future__ import annotations
@@ -14,8 +15,17 @@ import sys
 
 from tgpipe import __version__
 from tgpipe.errors import InputError
+from tgpipe.files import check_writable
 
-__all__ = ["COMMAND_MODULES", "Parser", "add_profile_arg", "main", "positive_int"]
+__all__ = [
+    "COMMAND_MODULES",
+    "Parser",
+    "add_profile_arg",
+    "main",
+    "nonnegative_int",
+    "output_file",
+    "positive_int",
+]
 
 #: Modules that define subcommands, each with ``register(subparsers)``.
 COMMAND_MODULES = (
@@ -44,6 +54,28 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def output_file(text: str) -> str:
+    """argparse type of every output option: a path where a file can be written, checked
+    while the command line is read, so that no work is done for a result that cannot be
+    saved."""
+    try:
+        check_writable(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def add_profile_arg(p: argparse.ArgumentParser) -> None:

@@ -7,9 +7,9 @@ import json
 import math
 from pathlib import Path
 
+from tgpipe.cli import output_file
 from tgpipe.errors import InputError
-from tgpipe.files import atomic_write
-from tgpipe.gantt import chrome_trace, gantt_figure, gantt_html
+from tgpipe.files import atomic_write_all
 from tgpipe.metrics import metrics
 from tgpipe.trace import Trace
 
@@ -38,17 +38,12 @@ def _summary(trace: Trace) -> str:
 
 def _gantt(args: argparse.Namespace) -> None:
     traces = [_load(path) for path in args.traces]
-    outputs = [(Path(args.out), gantt_html(gantt_figure(traces, title=args.title)))]
+    from tgpipe.gantt import chrome_trace, gantt_figure, gantt_html  # plotly: when drawing
+
+    outputs = [(args.out, gantt_html(gantt_figure(traces, title=args.title)))]
     if args.chrome:
-        outputs.append((Path(args.chrome), json.dumps(chrome_trace(traces)) + "\n"))
-    written: list[Path] = []
-    try:
-        for path, text in outputs:
-            written.append(atomic_write(path, text))
-    except InputError:
-        for path in written:  # all or nothing
-            path.unlink(missing_ok=True)
-        raise
+        outputs.append((args.chrome, json.dumps(chrome_trace(traces)) + "\n"))
+    written = atomic_write_all(outputs)
     for trace in traces:
         print(_summary(trace))
     for path in written:
@@ -66,7 +61,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the traces for chrome://tracing or ui.perfetto.dev.",
     )
     p.add_argument("traces", nargs="+", metavar="TRACE", help="trace JSON file(s)")
-    p.add_argument("-o", "--out", required=True, metavar="FILE", help="the chart to write (HTML)")
-    p.add_argument("--chrome", metavar="FILE", help="also write a Chrome/Perfetto trace (JSON)")
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        type=output_file,
+        metavar="FILE",
+        help="the chart to write (HTML)",
+    )
+    p.add_argument(
+        "--chrome",
+        type=output_file,
+        metavar="FILE",
+        help="also write a Chrome/Perfetto trace (JSON)",
+    )
     p.add_argument("--title", help="chart title (default: the traces' names)")
     p.set_defaults(func=_gantt)

@@ -73,21 +73,26 @@ class Trace:
     def to_dict(self) -> dict:
         return {"meta": self.meta, "rows": [list(r) for r in self.rows]}
 
+    def dumps(self) -> str:
+        """The JSON text that `save` writes and `load` reads."""
+        return json.dumps(self.to_dict()) + "\n"
+
     def save(self, path: str | os.PathLike) -> Path:
-        return atomic_write(path, json.dumps(self.to_dict()) + "\n")
+        return atomic_write(path, self.dumps())
 
     @staticmethod
     def from_dict(data: object, where: str = "trace") -> Trace:
+        """Check every row and the metadata that metrics and charts read; a problem raises
+        InputError with one line."""
         if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-            raise InputError(f"{where}: not a tgpipe trace (expected an object with 'rows')")
+            raise InputError(
+                f"{where}: not a tgpipe trace (expected an object with 'rows'); {_GIVE}"
+            )
         meta = data.get("meta", {})
         if not isinstance(meta, dict):
-            raise InputError(f"{where}: field 'meta' must be an object")
-        bound = meta.get("bound")
-        if bound is not None and (
-            isinstance(bound, bool) or not isinstance(bound, (int, float)) or bound <= 0
-        ):
-            raise InputError(f"{where}: meta 'bound' must be a number > 0, got {bound!r}")
+            raise InputError(f"{where}: field 'meta' must be an object; {_GIVE}")
+        _check_meta(meta, where)
+        n_ranks = meta.get("n_ranks")
         rows = []
         for k, row in enumerate(data["rows"]):
             try:
@@ -95,8 +100,8 @@ class Trace:
                 ok = (
                     lane in LANES
                     and op in OPS
-                    and all(isinstance(x, int) and x >= 0 for x in (rank, batch))
-                    and all(isinstance(x, (int, float)) for x in (start, end))
+                    and all(_is_int(x, 0) for x in (rank, batch))
+                    and all(_is_number(x) for x in (start, end))
                     and end >= start
                 )
             except (TypeError, ValueError):
@@ -104,7 +109,12 @@ class Trace:
             if not ok:
                 raise InputError(
                     f"{where}: row {k} is not [rank, lane, op, batch, start, end] with a "
-                    f"known lane and op and end >= start: {row!r}"
+                    f"known lane and op, finite times and end >= start: {row!r}; {_GIVE}"
+                )
+            if n_ranks is not None and rank >= n_ranks:
+                raise InputError(
+                    f"{where}: row {k} is on rank {rank}, but meta 'n_ranks' is {n_ranks}; "
+                    "fix 'n_ranks' or the row"
                 )
             rows.append(TraceRow(rank, lane, op, batch, float(start), float(end)))
         return Trace(rows, meta)
@@ -115,9 +125,45 @@ class Trace:
         try:
             data = json.loads(path.read_text())
         except OSError as exc:
-            raise InputError(f"cannot read trace {path}: {exc.strerror}") from None
+            raise InputError(f"cannot read trace {path}: {exc.strerror}; check the path") from None
+        except UnicodeDecodeError:
+            raise InputError(f"trace {path} is not a text file; {_GIVE}") from None
         except json.JSONDecodeError as exc:
             raise InputError(
-                f"trace {path} is not valid JSON (line {exc.lineno}: {exc.msg})"
+                f"trace {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                f"{exc.msg}); {_GIVE}"
             ) from None
         return Trace.from_dict(data, str(path))
+
+
+#: What to do about a file that is not a trace.
+_GIVE = "give a trace saved by 'tgpipe simulate --trace' or by a run"
+
+
+def _is_int(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_meta(meta: dict, where: str) -> None:
+    """The metadata fields that are read, each of its type (the others are free)."""
+    bound = meta.get("bound")
+    if bound is not None and not (_is_number(bound) and bound > 0):
+        raise InputError(f"{where}: meta 'bound' must be a number > 0, got {bound!r}")
+    for key in ("n_ranks", "unit", "batch_size"):
+        value = meta.get(key)
+        if value is not None and not _is_int(value, 1):
+            raise InputError(f"{where}: meta {key!r} must be an integer >= 1, got {value!r}")
+    semantics = meta.get("semantics")
+    if semantics is not None and not (
+        isinstance(semantics, list)
+        and len(semantics) == 3
+        and all(_is_int(x, low) for x, low in zip(semantics, (0, 0, 1), strict=True))
+    ):
+        raise InputError(
+            f"{where}: meta 'semantics' must be [s_mem, s_w, g] (integers, g >= 1), "
+            f"got {semantics!r}"
+        )
