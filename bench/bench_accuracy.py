@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from tgpipe.executor.graph import TemporalGraph
 from tgpipe.executor.model import TGNConfig
 from tgpipe.executor.reference import train

@@ -26,10 +26,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from tgpipe.executor.memory import MemoryRows
 from torch import nn
 
 from tgpipe.errors import InputError
+from tgpipe.executor.memory import MemoryRows
 
 __all__ = ["TGN", "TGNConfig", "TimeEncoder", "build_model"]
 

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
 from tgpipe.dag.semantics import Semantics
 from tgpipe.executor.learner import Learner
 from tgpipe.executor.memory import MemoryRows, MemoryStore

@@ -106,9 +106,17 @@ class EpochResult:
 class RankRunner:
     """Runs this rank's program for one epoch at a time."""
 
-    def __init__(self, rank: int, schedule: Schedule, program: Program, stream: Stream,
-                 config: TGNConfig, *, groups: dict[tuple[int, ...], object],
-                 timeout: float = 300.0):
+    def __init__(
+        self,
+        rank: int,
+        schedule: Schedule,
+        program: Program,
+        stream: Stream,
+        config: TGNConfig,
+        *,
+        groups: dict[tuple[int, ...], object],
+        timeout: float = 300.0,
+    ):
         self.rank, self.schedule, self.program, self.stream = rank, schedule, program, stream
         self.semantics: Semantics = schedule.semantics
         self.config, self.timeout = config, timeout
@@ -117,8 +125,7 @@ class RankRunner:
         self.pg_group = {grp: groups.get(ranks) for grp, ranks in program.groups.items()}
         model = self._new_model()
         self.learner = Learner(model, config.lr)
-        self.store = _Store(stream.graph.n_nodes, config.memory_dim, model.mail_dim,
-                            stream.device)
+        self.store = _Store(stream.graph.n_nodes, config.memory_dim, model.mail_dim, stream.device)
         self._models: dict[int, TGN] = {}
 
     def _new_model(self) -> TGN:
@@ -146,8 +153,7 @@ class RankRunner:
         for a in mine:
             self.left[a.batch] += 1
         self.finished = {b: threading.Event() for b in self.left}
-        self.window = {b: w for (r, b), w in self.schedule.window_waits().items()
-                       if r == self.rank}
+        self.window = {b: w for (r, b), w in self.schedule.window_waits().items() if r == self.rank}
         self.unfinished = set(self.left)
         self.count_lock = threading.Lock()
         self.t0 = time.perf_counter()
@@ -156,13 +162,19 @@ class RankRunner:
         for m in self.program.receives:
             inbound[m.peers[0], m.kind].append(m)
         workers = [(self._lane, (lane, steps), lane) for lane, steps in self.program.lanes.items()]
-        workers += [(self._receive, (msgs,), f"recv-{kind}-{src}")
-                    for (src, kind), msgs in sorted(inbound.items())]
-        threads = [threading.Thread(target=self._guard, args=(fn, *args),
-                                    name=f"rank{self.rank}-{name}", daemon=True)
-                   for fn, args, name in workers]
-        sender = threading.Thread(target=self._guard, args=(self._sender,),
-                                  name=f"rank{self.rank}-send", daemon=True)
+        workers += [
+            (self._receive, (msgs,), f"recv-{kind}-{src}")
+            for (src, kind), msgs in sorted(inbound.items())
+        ]
+        threads = [
+            threading.Thread(
+                target=self._guard, args=(fn, *args), name=f"rank{self.rank}-{name}", daemon=True
+            )
+            for fn, args, name in workers
+        ]
+        sender = threading.Thread(
+            target=self._guard, args=(self._sender,), name=f"rank{self.rank}-send", daemon=True
+        )
         for t in [*threads, sender]:
             t.start()
         for t in threads:
@@ -198,7 +210,7 @@ class RankRunner:
             need = self.window.get(act.batch)
             if need is not None:
                 self._wait(self.finished[need])
-            for (op, j), kind in preds[act]:
+            for (op, j), _ in preds[act]:
                 pred = Action(op, j)
                 if pred in self.done:
                     self._wait(self.done[pred])
@@ -206,16 +218,18 @@ class RankRunner:
             start = time.perf_counter()
             self._run_op(act.op, state)
             end = time.perf_counter()
-            self.rows.append(TraceRow(self.rank, lane, act.op, act.batch,
-                                      start - self.t0, end - self.t0))
+            self.rows.append(
+                TraceRow(self.rank, lane, act.op, act.batch, start - self.t0, end - self.t0)
+            )
             self.done[act].set()
             self._finish_one(act.batch)
 
     def _state(self, batch: int) -> BatchState:
         with self.states_lock:
             if batch not in self.states:
-                self.states[batch] = open_batch(self.stream, batch, epoch=self.epoch,
-                                                semantics=self.semantics)
+                self.states[batch] = open_batch(
+                    self.stream, batch, epoch=self.epoch, semantics=self.semantics
+                )
             return self.states[batch]
 
     def _finish_one(self, batch: int) -> None:
@@ -283,12 +297,18 @@ class RankRunner:
         a = m.action
         if m.kind == "memory":
             nodes, rows = self.store.outbox.pop(a.batch)
-            values = torch.cat([rows.mem.double(), rows.mem_ts[:, None].double(),
-                                rows.mail.double(), rows.mail_ts[:, None].double()], dim=1)
+            values = torch.cat(
+                [
+                    rows.mem.double(),
+                    rows.mem_ts[:, None].double(),
+                    rows.mail.double(),
+                    rows.mail_ts[:, None].double(),
+                ],
+                dim=1,
+            )
             parts = [torch.tensor([len(nodes)], dtype=torch.int64), nodes, values]
         else:
-            parts = [self.versions.get(a.batch // self.semantics.g + 1, self.abort,
-                                       self.timeout)]
+            parts = [self.versions.get(a.batch // self.semantics.g + 1, self.abort, self.timeout)]
         return m, [t.detach().cpu().contiguous() for t in parts]
 
     def _sender(self) -> None:
@@ -296,8 +316,11 @@ class RankRunner:
             m, parts = item
             group = self.pg_memory if m.kind == "memory" else self.pg_weights
             first = 0 if m.kind == "memory" else 3
-            works = [dist.isend(t, dst, group=group, tag=tag(m.action, first + k))
-                     for dst in m.peers for k, t in enumerate(parts)]
+            works = [
+                dist.isend(t, dst, group=group, tag=tag(m.action, first + k))
+                for dst in m.peers
+                for k, t in enumerate(parts)
+            ]
             for w in works:
                 w.wait()
 
@@ -314,14 +337,14 @@ class RankRunner:
                 values = torch.zeros(int(n), d + 1 + d_mail + 1, dtype=torch.float64)
                 dist.recv(values, src, group=self.pg_memory, tag=tag(a, 2))
                 mem, mem_ts, mail, mail_ts = values.split([d, 1, d_mail, 1], dim=1)
-                rows = MemoryRows(mem.float(), mem_ts[:, 0].clone(), mail.float(),
-                                  mail_ts[:, 0].clone()).to(self.store.device)
+                rows = MemoryRows(
+                    mem.float(), mem_ts[:, 0].clone(), mail.float(), mail_ts[:, 0].clone()
+                ).to(self.store.device)
                 self.store.write(a.batch, nodes, rows, mine=False)
             else:
                 packed = torch.zeros(size)
                 dist.recv(packed, src, group=self.pg_weights, tag=tag(a, 3))
-                self.versions.put(a.batch // self.semantics.g + 1,
-                                  packed.to(self.stream.device))
+                self.versions.put(a.batch // self.semantics.g + 1, packed.to(self.stream.device))
             if self.abort.is_set():
                 raise Aborted()
 
@@ -330,11 +353,12 @@ class RankRunner:
         if not hasattr(self, "_preds"):
             from tgpipe.dag.build import predecessors
 
-            self._preds = {Action(*k): v for k, v in
-                           predecessors(self.semantics, self.schedule.n_batches).items()}
+            self._preds = {
+                Action(*k): v
+                for k, v in predecessors(self.semantics, self.schedule.n_batches).items()
+            }
         return self._preds
 
     def final_state(self) -> dict:
         """What the semantics check compares: memory table, packed learner."""
         return {"table": self.store.table, "learner": self.learner.pack()}
-

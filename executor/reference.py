@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from tgpipe.dag.semantics import Semantics
+from tgpipe.errors import InputError
 from tgpipe.executor.graph import TemporalGraph
 from tgpipe.executor.learner import Learner, copy_params, snapshot_params
 from tgpipe.executor.memory import MemoryStore
@@ -59,8 +61,6 @@ from tgpipe.executor.ops import (
 from tgpipe.executor.scores import average_precision, roc_auc
 from tgpipe.executor.stream import PHASES, TEST, TRAIN, VAL, Stream
 from tgpipe.executor.versions import memory_version, weight_version
-
-from tgpipe.errors import InputError
 from tgpipe.progress import Progress
 
 __all__ = ["Reference", "TrainResult", "train"]

@@ -63,24 +63,29 @@ def _rank_main(args: argparse.Namespace) -> None:
     timeout = datetime.timedelta(seconds=args.timeout)
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
     try:
-        groups = {"memory": dist.new_group(backend="gloo", timeout=timeout),
-                  "weights": dist.new_group(backend="gloo", timeout=timeout)}
+        groups = {
+            "memory": dist.new_group(backend="gloo", timeout=timeout),
+            "weights": dist.new_group(backend="gloo", timeout=timeout),
+        }
         for ranks in process_group_sets(schedule):
             groups[ranks] = dist.new_group(list(ranks), backend="gloo", timeout=timeout)
         programs = lower(schedule)
         program = programs.get(rank)
-        runner = RankRunner(rank, schedule, program, stream, config, groups=groups,
-                            timeout=args.timeout) if program else None
+        runner = (
+            RankRunner(rank, schedule, program, stream, config, groups=groups, timeout=args.timeout)
+            if program
+            else None
+        )
         _train(args, rank, world, schedule, stream, runner, groups)
     finally:
         dist.destroy_process_group()
 
 
 def _train(args, rank, world, schedule, stream, runner, groups) -> None:
+    from types import SimpleNamespace
+
     import torch
     import torch.distributed as dist
-
-    from types import SimpleNamespace
 
     from tgpipe.executor.reference import Reference
     from tgpipe.executor.stream import TEST, VAL
@@ -90,9 +95,11 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
     last_rank = schedule.placement()[last][0]
     all_rows, all_losses = [], []
     if rank == 0:
-        print(f"{schedule.name}: {schedule.n_batches} batches of {args.batch_size} events per "
-              f"epoch on {schedule.n_ranks} rank(s) of {world}, semantics {schedule.semantics}",
-              flush=True)
+        print(
+            f"{schedule.name}: {schedule.n_batches} batches of {args.batch_size} events per "
+            f"epoch on {schedule.n_ranks} rank(s) of {world}, semantics {schedule.semantics}",
+            flush=True,
+        )
     offset = 0.0
     for epoch in range(args.epochs):
         dist.barrier()  # every rank starts the epoch together
@@ -111,26 +118,39 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
         dist.gather_object((result.losses, result.rows) if result else ({}, []), gathered)
         if rank == 0:
             losses = {b: v for part in gathered for b, v in part[0].items()}
-            rows = [r._replace(start=r.start + offset, end=r.end + offset)
-                    for part in gathered for r in part[1]]
+            rows = [
+                r._replace(start=r.start + offset, end=r.end + offset)
+                for part in gathered
+                for r in part[1]
+            ]
             offset = max((r.end for r in rows), default=offset)
             all_rows += rows
             all_losses.append([losses[b] for b in sorted(losses)])
-            line = (f"epoch {epoch}: {seconds:.2f} s, "
-                    f"{stream.bounds[0][1] / seconds:,.0f} events/s, "
-                    f"loss {sum(losses.values()) / len(losses):.4f}")
+            line = (
+                f"epoch {epoch}: {seconds:.2f} s, "
+                f"{stream.bounds[0][1] / seconds:,.0f} events/s, "
+                f"loss {sum(losses.values()) / len(losses):.4f}"
+            )
             if args.evaluate:
                 held = SimpleNamespace(stream=stream, learner=runner.learner, store=runner.store)
                 scores = Reference.evaluate(held, (VAL, TEST))
-                line += (f", val AP {scores[VAL][0]:.4f} AUC {scores[VAL][1]:.4f}, "
-                         f"test AP {scores[TEST][0]:.4f} AUC {scores[TEST][1]:.4f}")
+                line += (
+                    f", val AP {scores[VAL][0]:.4f} AUC {scores[VAL][1]:.4f}, "
+                    f"test AP {scores[TEST][0]:.4f} AUC {scores[TEST][1]:.4f}"
+                )
             print(line, flush=True)
         dist.barrier()
     if rank == 0:
-        trace = Trace(sorted(all_rows, key=lambda r: (r.start, r.rank)), {
-            "schedule": schedule.name, "semantics": list(schedule.semantics),
-            "source": "measured", "n_ranks": schedule.n_ranks,
-            "batch_size": args.batch_size})
+        trace = Trace(
+            sorted(all_rows, key=lambda r: (r.start, r.rank)),
+            {
+                "schedule": schedule.name,
+                "semantics": list(schedule.semantics),
+                "source": "measured",
+                "n_ranks": schedule.n_ranks,
+                "batch_size": args.batch_size,
+            },
+        )
         if args.trace:
             trace.save(args.trace)
             print(f"wrote trace {args.trace}")
@@ -140,9 +160,14 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
             write_gantt([trace], args.gantt)
             print(f"wrote Gantt chart {args.gantt}")
     if args.dump and runner:
-        torch.save({"table": tuple(runner.store.table), "learner": runner.learner.pack(),
-                    "losses": all_losses if rank == 0 else None},
-                   f"{args.dump}.rank{rank}")
+        torch.save(
+            {
+                "table": tuple(runner.store.table),
+                "learner": runner.learner.pack(),
+                "losses": all_losses if rank == 0 else None,
+            },
+            f"{args.dump}.rank{rank}",
+        )
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -166,26 +191,56 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(gloo). Started by hand it spawns --nproc local ranks; under torchrun each process "
         "runs its own rank. Prints time, events/s, loss, val and test AP/AUC per epoch.",
     )
-    p.add_argument("--schedule", default="pipetgl", metavar="FAMILY|FILE",
-                   help="a family or a schedule file (default: %(default)s)")
-    p.add_argument("--data", default="synthetic", metavar="PATH",
-                   help="a data set file or folder, or synthetic[:NODES,EVENTS] "
-                   "(default: %(default)s)")
-    p.add_argument("--nproc", type=positive_int, default=2,
-                   help="local ranks to start (default: %(default)s)")
+    p.add_argument(
+        "--schedule",
+        default="pipetgl",
+        metavar="FAMILY|FILE",
+        help="a family or a schedule file (default: %(default)s)",
+    )
+    p.add_argument(
+        "--data",
+        default="synthetic",
+        metavar="PATH",
+        help="a data set file or folder, or synthetic[:NODES,EVENTS] (default: %(default)s)",
+    )
+    p.add_argument(
+        "--nproc", type=positive_int, default=2, help="local ranks to start (default: %(default)s)"
+    )
     p.add_argument("--epochs", type=positive_int, default=1, help="(default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=600, help="(default: %(default)s)")
-    p.add_argument("--limit-events", type=positive_int, default=None, metavar="N",
-                   help="use only the first N events of the data")
-    p.add_argument("--mspipe-k", type=positive_int, default=2, metavar="K",
-                   help="mspipe's staleness bound (default: %(default)s)")
+    p.add_argument(
+        "--limit-events",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="use only the first N events of the data",
+    )
+    p.add_argument(
+        "--mspipe-k",
+        type=positive_int,
+        default=2,
+        metavar="K",
+        help="mspipe's staleness bound (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    p.add_argument("--threads", type=positive_int, default=1,
-                   help="torch threads per rank (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds a rank waits for a peer before giving up (default: %(default)s)")
-    p.add_argument("--no-evaluate", dest="evaluate", action="store_false",
-                   help="skip validation and test after each epoch")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch threads per rank (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds a rank waits for a peer before giving up (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-evaluate",
+        dest="evaluate",
+        action="store_false",
+        help="skip validation and test after each epoch",
+    )
     p.add_argument("--trace", metavar="FILE", help="save the measured trace (JSON)")
     p.add_argument("--gantt", metavar="FILE.html", help="Gantt chart of the measured run")
     p.add_argument("--dump", metavar="PREFIX", help=argparse.SUPPRESS)  # tests: final state

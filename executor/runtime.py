@@ -134,4 +134,3 @@ def process_group_sets(schedule: Schedule) -> list[tuple[int, ...]]:
     for p in lower(schedule).values():
         sets.update(ranks for ranks in p.groups.values() if len(ranks) > 1)
     return sorted(sets, key=lambda ranks: (len(ranks), ranks))
-

@@ -26,9 +26,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from tgpipe.executor.graph import TemporalGraph
 
 from tgpipe.errors import InputError
+from tgpipe.executor.graph import TemporalGraph
 
 __all__ = ["Neighbours", "RecentSampler"]
 

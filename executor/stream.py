@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tgpipe.executor.graph import TemporalGraph
-from tgpipe.executor.sampler import RecentSampler
 
 from tgpipe.errors import InputError
+from tgpipe.executor.graph import TemporalGraph
+from tgpipe.executor.sampler import RecentSampler
 
 __all__ = ["PHASES", "TEST", "TRAIN", "VAL", "Stream"]
 

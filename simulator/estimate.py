@@ -13,7 +13,7 @@ Examples
 >>> p = load_profile("gpu-illustrative")
 >>> e = estimate(lambda n: family("pipetgl", p, 4, n), p, 318_000, window=400)
 >>> round(e.period * 1e3, 2), e.simulated_batches
-(3.74, 1200)
+(3.42, 1200)
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ def wikipedia_csv():
 def _random_graph(n_events=300, n_nodes=20, seed=0, edge_dim=0, node_dim=0):
     """A small stream with repeated times, self-loops and optional features."""
     import numpy as np
+
     from tgpipe.executor.graph import TemporalGraph
 
     rng = np.random.default_rng(seed)
@@ -63,6 +64,7 @@ def random_graph():
 def wiki_slice(wikipedia_csv):
     """The first 3,000 events of the real data set (one id space, no features)."""
     import numpy as np
+
     from tgpipe.executor.graph import TemporalGraph
 
     table = np.loadtxt(wikipedia_csv, delimiter=",", skiprows=1, max_rows=3000)

@@ -5,9 +5,9 @@ import threading
 import numpy as np
 import pytest
 import torch
-from tgpipe.executor.memory import MemoryRows, MemoryStore
 
 from tgpipe.errors import InputError
+from tgpipe.executor.memory import MemoryRows, MemoryStore
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 import torch
+
 from tgpipe.dag.ops import OPS
+from tgpipe.errors import InputError
 from tgpipe.executor.graph import TemporalGraph
 from tgpipe.executor.learner import Learner, snapshot_params
 from tgpipe.executor.memory import MemoryRows, MemoryStore
@@ -25,8 +27,6 @@ from tgpipe.executor.ops import (
 )
 from tgpipe.executor.scores import average_precision, roc_auc
 from tgpipe.executor.stream import TEST, TRAIN, VAL, Stream
-
-from tgpipe.errors import InputError
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,9 @@ group, nothing versioned or pruned. The reference must agree with it bit for bit
 import numpy as np
 import pytest
 import torch
+
 from tgpipe.dag.semantics import Semantics, data_parallel, mspipe, pipetgl, sequential
+from tgpipe.errors import InputError
 from tgpipe.executor.learner import Learner, copy_params, snapshot_params
 from tgpipe.executor.memory import MemoryStore
 from tgpipe.executor.model import TGNConfig, build_model
@@ -27,8 +29,6 @@ from tgpipe.executor.ops import (
 from tgpipe.executor.reference import Reference, train
 from tgpipe.executor.stream import TRAIN, Stream
 from tgpipe.executor.versions import memory_version, weight_version
-
-from tgpipe.errors import InputError
 
 torch.set_num_threads(1)
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from tgpipe.executor.graph import TemporalGraph
-from tgpipe.executor.sampler import RecentSampler
 
 from tgpipe.errors import InputError
+from tgpipe.executor.graph import TemporalGraph
+from tgpipe.executor.sampler import RecentSampler
 
 
 def slow_sample(graph, start, nodes, k):
