@@ -9,14 +9,10 @@ from tgpipe.dag.profile import load_profile
 from tgpipe.files import atomic_write_all
 from tgpipe.progress import Progress
 from tgpipe.schedules.search import Evaluated, search
-from tgpipe.simulator.cli import print_table
+from tgpipe.simulator.cli import pct, print_table
 from tgpipe.simulator.sim import simulate
 
 __all__ = ["register"]
-
-
-def _pct(x: float) -> str:
-    return f"{round(x * 100, 1) + 0.0:.1f}"
 
 
 def _row(label: str, r: Evaluated) -> list[str]:
@@ -27,9 +23,9 @@ def _row(label: str, r: Evaluated) -> list[str]:
         str(r.schedule.n_ranks),
         f"{r.period * 1e3:.3f}",
         f"{r.throughput:,.0f}",
-        _pct(r.bubble),
+        pct(r.bubble),
         f"{r.bound * 1e3:.3f}",
-        _pct(r.gap),
+        pct(r.gap),
         f"({s.s_mem},{s.s_w},{s.g})",
     ]
 

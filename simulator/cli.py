@@ -42,7 +42,7 @@ def schedule_from_arg(text: str, profile: CostProfile, args: argparse.Namespace)
     return family(text, profile, args.gpus, args.batches, **options)
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
     return f"{round(x * 100, 1) + 0.0:.1f}"  # + 0.0: no "-0.0" for float dust
 
 
@@ -54,9 +54,9 @@ def _row(trace: Trace, schedule: Schedule) -> list[str]:
         str(schedule.n_ranks),
         f"{m.period * 1e3:.3f}",
         f"{m.throughput:,.0f}",
-        _pct(m.bubble),
+        pct(m.bubble),
         f"{trace.meta['bound'] * 1e3:.3f}",
-        _pct(m.gap),
+        pct(m.gap),
         f"({s.s_mem},{s.s_w},{s.g})",
         f"{m.makespan:.3f}",
     ]
