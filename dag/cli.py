@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tgpipe.cli import add_profile_arg, output_file, positive_int
+from tgpipe.cli import add_machine_args, add_profile_arg, output_file, positive_int
 from tgpipe.dag.bounds import MEMORY_BACKENDS, lower_bound
 from tgpipe.dag.build import EDGE_KINDS, build_dag, count_by_kind, critical_path, save_dag
 from tgpipe.dag.profile import builtin_profiles, load_profile
@@ -82,14 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"one of {', '.join(PRESETS)} (mspipe:K for staleness bound K), or "
         "three integers (default: %(default)s)",
     )
-    p.add_argument("--gpus", type=positive_int, default=4, help="ranks (default: %(default)s)")
-    p.add_argument(
-        "--gpus-per-machine",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="GPUs on each machine (default: all on one machine)",
-    )
+    add_machine_args(p)
     p.add_argument(
         "--batches",
         type=positive_int,

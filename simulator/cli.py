@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tgpipe.cli import add_profile_arg, nonnegative_int, output_file, positive_int
+from tgpipe.cli import (
+    add_machine_args,
+    add_profile_arg,
+    nonnegative_int,
+    output_file,
+    positive_int,
+)
 from tgpipe.dag.bounds import MEMORY_BACKENDS
 from tgpipe.dag.profile import CostProfile, load_profile
 from tgpipe.errors import InputError
@@ -112,17 +118,6 @@ def _simulate(args: argparse.Namespace) -> None:
     atomic_write_all([(path, text) for path, text, _ in outputs])
     for path, _, what in outputs:
         print(f"wrote {what} {path}")
-
-
-def add_machine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gpus", type=positive_int, default=4, help="ranks (default: %(default)s)")
-    p.add_argument(
-        "--gpus-per-machine",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="GPUs on each machine (default: all on one machine)",
-    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -20,6 +20,7 @@ from tgpipe.files import check_writable
 __all__ = [
     "COMMAND_MODULES",
     "Parser",
+    "add_machine_args",
     "add_profile_arg",
     "main",
     "nonnegative_int",
@@ -85,6 +86,18 @@ def add_profile_arg(p: argparse.ArgumentParser) -> None:
         metavar="NAME|FILE",
         help="built-in profile name or CostProfile JSON file "
         "(default: %(default)s; see 'tgpipe profiles')",
+    )
+
+
+def add_machine_args(p: argparse.ArgumentParser) -> None:
+    """--gpus and --gpus-per-machine: the machine shape, for every command that needs one."""
+    p.add_argument("--gpus", type=positive_int, default=4, help="ranks (default: %(default)s)")
+    p.add_argument(
+        "--gpus-per-machine",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="GPUs on each machine (default: all on one machine)",
     )
 
 
