@@ -279,7 +279,9 @@ class RankRunner:
             bwd(state, self._compute_model(b))
             self.losses[b] = state.loss_value
         elif op == "GRAD_SYNC":
-            grad_sync(state, self.pg_group.get(b // self.semantics.g))
+            grp = b // self.semantics.g
+            if len(self.program.groups[grp]) > 1:  # a short last group may have one batch
+                grad_sync(state, self.pg_group[grp])
         elif op == "STEP":
             done = b // self.semantics.g  # steps taken before this one in the epoch
             if self.learner_version != done:
