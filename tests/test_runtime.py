@@ -1,0 +1,136 @@
+"""The runtime, checked number for number against the reference trainer.
+
+Each test starts real ranks (separate processes on gloo, as `tgpipe run` or torchrun starts
+them) on a slice of the real data, and compares what every rank ends with (node memory,
+mailbox, weights, Adam moments and step count, per-batch losses) with the reference trainer
+run under the schedule's semantics.
+"""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tgpipe.dag.profile import load_profile
+from tgpipe.executor.data import load_dataset
+from tgpipe.executor.launch import free_port
+from tgpipe.executor.reference import train
+from tgpipe.executor.runtime import lower
+from tgpipe.executor.stream import TRAIN, Stream
+from tgpipe.schedules.families import family
+
+EVENTS, BATCH = 3000, 300
+TOLERANCE = 1e-5
+
+
+def _args(data, schedule, dump, epochs=1):
+    return [
+        "run",
+        "--schedule",
+        schedule,
+        "--data",
+        str(data),
+        "--limit-events",
+        str(EVENTS),
+        "--batch-size",
+        str(BATCH),
+        "--epochs",
+        str(epochs),
+        "--no-evaluate",
+        "--timeout",
+        "30",
+        "--dump",
+        str(dump),
+    ]
+
+
+def _check(data, name, ranks, dump, epochs=1):
+    """Every rank that ran a batch ends where the reference trainer ends."""
+    graph = load_dataset(data).slice(0, EVENTS)
+    n = Stream(graph, BATCH).n_batches(TRAIN)
+    options = {"k": 2} if name == "mspipe" else {}
+    schedule = family(name, load_profile("gpu-illustrative"), ranks, n, **options)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the ranks run one thread each: the same sums in the same order
+    try:
+        ref = train(graph, schedule.semantics, batch_size=BATCH, epochs=epochs, evaluate=False)
+    finally:
+        torch.set_num_threads(threads)
+    dumped = {r: torch.load(f"{dump}.rank{r}") for r in lower(schedule)}
+    assert set(dumped) == set(range(schedule.n_ranks))
+    assert dumped[0]["losses"] is not None
+    assert len(dumped[0]["losses"]) == epochs
+    for mine, theirs in zip(dumped[0]["losses"], ref.losses, strict=True):
+        assert len(mine) == len(theirs) == n
+        assert max(abs(a - b) for a, b in zip(mine, theirs, strict=True)) <= TOLERANCE
+    for rank, state in dumped.items():
+        for column, (a, b) in zip(
+            "mem mem_ts mail mail_ts".split(),
+            zip(state["table"], ref.store.table, strict=True),
+            strict=True,
+        ):
+            assert (a.double() - b.double()).abs().max() <= TOLERANCE, (rank, column)
+        learner = state["learner"]
+        assert learner[-1] == ref.learner.steps == epochs * -(-n // schedule.semantics.g)
+        assert (learner - ref.learner.pack()).abs().max() <= TOLERANCE, rank
+
+
+@pytest.mark.parametrize(
+    "name, epochs",
+    [("sequential", 1), ("pipetgl", 2), ("data_parallel", 1), ("mspipe", 1)],
+)
+def test_two_ranks_equal_the_reference(wikipedia_csv, tmp_path, name, epochs):
+    dump = tmp_path / "state"
+    cmd = [
+        sys.executable,
+        "-m",
+        "tgpipe",
+        *_args(wikipedia_csv, name, dump, epochs),
+        "--nproc",
+        "2",
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"epoch {epochs - 1}:" in run.stdout
+    _check(wikipedia_csv, name, 1 if name == "sequential" else 2, dump, epochs)
+
+
+def test_two_machines_on_loopback_equal_the_reference(wikipedia_csv, tmp_path):
+    """torchrun --nnodes 2: two launchers, one rank each; memory rows travel between them."""
+    dump = tmp_path / "state"
+    port = free_port()
+    launchers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc-per-node",
+                "1",
+                "--node-rank",
+                str(node),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "-m",
+                "tgpipe",
+                *_args(wikipedia_csv, "pipetgl", dump),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    try:
+        outputs = [p.communicate(timeout=120) for p in launchers]
+    finally:
+        for p in launchers:
+            p.kill()
+    for p, (_, err) in zip(launchers, outputs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    _check(wikipedia_csv, "pipetgl", 2, dump)
