@@ -37,6 +37,7 @@ from tgpipe.executor.ops import (
 from tgpipe.executor.runtime import Message, Program, tag
 from tgpipe.executor.stream import Stream
 from tgpipe.executor.versions import memory_version, weight_version
+from tgpipe.progress import Progress
 from tgpipe.schedules.ir import Action, Schedule
 from tgpipe.trace import TraceRow
 
@@ -133,8 +134,10 @@ class RankRunner:
         return build_model(self.config, s.edge_dim, s.node_dim, s.seed).to(s.device)
 
     # ---- one epoch --------------------------------------------------------------------------
-    def run_epoch(self, epoch: int) -> EpochResult:
-        self.epoch = epoch
+    def run_epoch(self, epoch: int, progress: Progress | None = None) -> EpochResult:
+        """One epoch of this rank's program; `progress` counts every batch whose memory
+        write this rank sees (its own and, on the replica, its peers')."""
+        self.epoch, self.progress = epoch, progress
         self.store.reset()
         self.store.outbox.clear()
         self.versions = _Versions()
@@ -270,6 +273,8 @@ class RankRunner:
             mem_root(state, self._compute_model(b))
         elif op == "MEM_WRITE":
             mem_write(state, store)
+            if self.progress:
+                self.progress.update()
         elif op == "MEM_SUPPORT":
             store.wait_version(state.mem_version, self.abort)
             mem_support(state, store, self._compute_model(b))
@@ -343,6 +348,8 @@ class RankRunner:
                     mem.float(), mem_ts[:, 0].clone(), mail.float(), mail_ts[:, 0].clone()
                 ).to(self.store.device)
                 self.store.write(a.batch, nodes, rows, mine=False)
+                if self.progress:
+                    self.progress.update()
             else:
                 packed = torch.zeros(size)
                 dist.recv(packed, src, group=self.pg_weights, tag=tag(a, 3))

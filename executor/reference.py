@@ -63,7 +63,7 @@ from tgpipe.executor.stream import PHASES, TEST, TRAIN, VAL, Stream
 from tgpipe.executor.versions import memory_version, weight_version
 from tgpipe.progress import Progress
 
-__all__ = ["Reference", "TrainResult", "train"]
+__all__ = ["Reference", "TrainResult", "evaluate", "train"]
 
 
 @dataclass
@@ -153,39 +153,44 @@ class Reference:
                     del snapshots[old]
         return losses
 
-    @torch.no_grad()
     def evaluate(self, phases: tuple[int, ...] = (VAL, TEST)) -> dict[int, tuple[float, float]]:
-        """Mean per-batch (AP, AUC) of each phase, run in order from the training memory.
+        """`evaluate` with this trainer's stream, weights and memory."""
+        return evaluate(self.stream, self.learner.model, self.store, phases)
 
-        The validation batches run before the test ones even when only the test is asked
-        for, since the test's memory is the one the validation leaves. The training memory
-        itself is left as it is.
-        """
-        stream, model = self.stream, self.learner.model
-        store = self.store
-        scores: dict[int, tuple[float, float]] = {}
-        for phase in range(VAL, max(phases) + 1):
-            store = store.copy()  # versions count from 0 in each phase
-            aps, aucs = [], []
-            for b in range(stream.n_batches(phase)):
-                state = open_batch(stream, b, phase=phase)
-                sample(state, stream)
-                feat(state, stream)
-                mem_fetch(state, store)
-                mem_root(state, model)
-                mem_write(state, store)
-                mem_support(state, store, model)
-                fwd(state, model)
-                logits = torch.cat([state.pos_logit, state.neg_logit]).cpu().numpy()
-                labels = np.repeat([1, 0], state.size)
-                aps.append(average_precision(logits, labels))
-                aucs.append(roc_auc(logits, labels))
-                store.prune(store.version)
-            if phase in phases:
-                if not aps:
-                    raise InputError(f"the {PHASES[phase]} part of the split is empty")
-                scores[phase] = (float(np.mean(aps)), float(np.mean(aucs)))
-        return scores
+
+@torch.no_grad()
+def evaluate(
+    stream: Stream, model: TGN, store: MemoryStore, phases: tuple[int, ...] = (VAL, TEST)
+) -> dict[int, tuple[float, float]]:
+    """Mean per-batch (AP, AUC) of each phase, run in order from the training memory `store`.
+
+    The validation batches run before the test ones even when only the test is asked for,
+    since the test's memory is the one the validation leaves. `store` itself is left as it
+    is. The reference trainer and `tgpipe run` both score with this function.
+    """
+    scores: dict[int, tuple[float, float]] = {}
+    for phase in range(VAL, max(phases) + 1):
+        store = store.copy()  # versions count from 0 in each phase
+        aps, aucs = [], []
+        for b in range(stream.n_batches(phase)):
+            state = open_batch(stream, b, phase=phase)
+            sample(state, stream)
+            feat(state, stream)
+            mem_fetch(state, store)
+            mem_root(state, model)
+            mem_write(state, store)
+            mem_support(state, store, model)
+            fwd(state, model)
+            logits = torch.cat([state.pos_logit, state.neg_logit]).cpu().numpy()
+            labels = np.repeat([1, 0], state.size)
+            aps.append(average_precision(logits, labels))
+            aucs.append(roc_auc(logits, labels))
+            store.prune(store.version)
+        if phase in phases:
+            if not aps:
+                raise InputError(f"the {PHASES[phase]} part of the split is empty")
+            scores[phase] = (float(np.mean(aps)), float(np.mean(aucs)))
+    return scores
 
 
 def train(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sys
 import time
 
-from tgpipe.cli import positive_int
+from tgpipe.cli import output_file, positive_int
 from tgpipe.errors import InputError
+from tgpipe.files import atomic_open
 
 __all__ = ["register"]
 
@@ -82,18 +84,17 @@ def _rank_main(args: argparse.Namespace) -> None:
 
 
 def _train(args, rank, world, schedule, stream, runner, groups) -> None:
-    from types import SimpleNamespace
-
     import torch
     import torch.distributed as dist
 
-    from tgpipe.executor.reference import Reference
+    from tgpipe.executor.reference import evaluate
     from tgpipe.executor.stream import TEST, VAL
+    from tgpipe.progress import Progress
     from tgpipe.trace import Trace
 
     last = max((a for a in schedule.placement() if a.op == "STEP"), key=lambda a: a.batch)
     last_rank = schedule.placement()[last][0]
-    all_rows, all_losses = [], []
+    all_rows, all_losses, epochs = [], [], []
     if rank == 0:
         print(
             f"{schedule.name}: {schedule.n_batches} batches of {args.batch_size} events per "
@@ -104,7 +105,10 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
     for epoch in range(args.epochs):
         dist.barrier()  # every rank starts the epoch together
         start = time.perf_counter()
-        result = runner.run_epoch(epoch) if runner else None
+        bar = Progress(schedule.n_batches, f"epoch {epoch}", "batch") if rank == 0 else None
+        result = runner.run_epoch(epoch, bar) if runner else None
+        if bar:
+            bar.__exit__()
         packed = runner.learner.pack() if runner else torch.zeros(0)
         size = torch.tensor([packed.numel()])
         dist.broadcast(size, last_rank, group=groups["weights"])
@@ -126,18 +130,27 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
             offset = max((r.end for r in rows), default=offset)
             all_rows += rows
             all_losses.append([losses[b] for b in sorted(losses)])
+            record = {
+                "epoch": epoch,
+                "seconds": seconds,
+                "events_per_s": stream.bounds[0][1] / seconds,
+                "loss": sum(losses.values()) / len(losses),
+            }
             line = (
-                f"epoch {epoch}: {seconds:.2f} s, "
-                f"{stream.bounds[0][1] / seconds:,.0f} events/s, "
-                f"loss {sum(losses.values()) / len(losses):.4f}"
+                f"epoch {epoch}: {seconds:.2f} s, {record['events_per_s']:,.0f} events/s, "
+                f"loss {record['loss']:.4f}"
             )
             if args.evaluate:
-                held = SimpleNamespace(stream=stream, learner=runner.learner, store=runner.store)
-                scores = Reference.evaluate(held, (VAL, TEST))
-                line += (
-                    f", val AP {scores[VAL][0]:.4f} AUC {scores[VAL][1]:.4f}, "
-                    f"test AP {scores[TEST][0]:.4f} AUC {scores[TEST][1]:.4f}"
+                scores = evaluate(stream, runner.learner.model, runner.store, (VAL, TEST))
+                (record["val_ap"], record["val_auc"]), (record["test_ap"], record["test_auc"]) = (
+                    scores[VAL],
+                    scores[TEST],
                 )
+                line += (
+                    f", val AP {record['val_ap']:.4f} AUC {record['val_auc']:.4f}, "
+                    f"test AP {record['test_ap']:.4f} AUC {record['test_auc']:.4f}"
+                )
+            epochs.append(record)
             print(line, flush=True)
         dist.barrier()
     if rank == 0:
@@ -151,6 +164,12 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
                 "batch_size": args.batch_size,
             },
         )
+        if args.metrics:
+            meta = {"schedule": schedule.name, "semantics": list(schedule.semantics)}
+            meta |= {"ranks": schedule.n_ranks, "batch_size": args.batch_size}
+            with atomic_open(args.metrics) as f:
+                json.dump({**meta, "epochs": epochs}, f, indent=1)
+            print(f"wrote metrics {args.metrics}")
         if args.trace:
             trace.save(args.trace)
             print(f"wrote trace {args.trace}")
@@ -241,7 +260,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="skip validation and test after each epoch",
     )
-    p.add_argument("--trace", metavar="FILE", help="save the measured trace (JSON)")
-    p.add_argument("--gantt", metavar="FILE.html", help="Gantt chart of the measured run")
+    p.add_argument(
+        "--metrics",
+        type=output_file,
+        metavar="FILE",
+        help="save each epoch's time, events/s, loss and AP/AUC (JSON)",
+    )
+    p.add_argument(
+        "--trace", type=output_file, metavar="FILE", help="save the measured trace (JSON)"
+    )
+    p.add_argument(
+        "--gantt", type=output_file, metavar="FILE.html", help="Gantt chart of the measured run"
+    )
     p.add_argument("--dump", metavar="PREFIX", help=argparse.SUPPRESS)  # tests: final state
     p.set_defaults(func=_run)
