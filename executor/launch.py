@@ -45,6 +45,7 @@ def spawn(argv: list[str], nproc: int, grace: float = 10.0) -> int:
             MASTER_PORT=str(port),
         )
         children.append(subprocess.Popen([sys.executable, "-m", "tgpipe", *argv], env=env))
+    ranks = {child: rank for rank, child in enumerate(children)}
     status = 0
     try:
         while children:
@@ -54,7 +55,19 @@ def spawn(argv: list[str], nproc: int, grace: float = 10.0) -> int:
                     continue
                 children.remove(child)
                 if code and not status:
-                    status = code
+                    status = code if code > 0 else 1
+                    if children:
+                        how = (
+                            f"was killed by {signal.Signals(-code).name}"
+                            if code < 0
+                            else (f"failed (exit status {code})")
+                        )
+                        rank = ranks[child]
+                        print(
+                            f"tgpipe run: rank {rank} {how}; stopping the other ranks",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     _stop(children, grace)
             time.sleep(0.1)
     except KeyboardInterrupt:

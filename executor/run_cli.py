@@ -58,12 +58,15 @@ def _rank_main(args: argparse.Namespace) -> None:
 
     from tgpipe.executor.rank import RankRunner
     from tgpipe.executor.runtime import lower, process_group_sets
+    from tgpipe.executor.watchdog import Watchdog, rendezvous
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.set_num_threads(args.threads)
     graph, stream, config, schedule = _build(args, world)
     timeout = datetime.timedelta(seconds=args.timeout)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
+    store = rendezvous(rank, world, args.timeout)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)
+    watchdog = Watchdog(store, rank, world, lost_after=min(10.0, args.timeout)).start()
     try:
         groups = {
             "memory": dist.new_group(backend="gloo", timeout=timeout),
@@ -78,7 +81,14 @@ def _rank_main(args: argparse.Namespace) -> None:
             if program
             else None
         )
-        _train(args, rank, world, schedule, stream, runner, groups)
+        try:
+            _train(args, rank, world, schedule, stream, runner, groups)
+        except Exception:
+            watchdog.explain()  # a lost peer ends the process here, with one line naming it
+            raise
+        dist.barrier()  # every rank is done: none may take another's silence for a loss
+        watchdog.stop()
+        dist.barrier()  # every watchdog is stopped: rank 0 may take the store away
     finally:
         dist.destroy_process_group()
 

@@ -1,0 +1,120 @@
+"""A rank killed mid-epoch: the others stop within 60 s with a line that names it, never hang.
+
+Killed for real (SIGKILL): one rank of a 3-rank local run (the launcher notices), and a
+whole "machine" of a torchrun --nnodes 2 run on loopback (the survivor's watchdog notices;
+no launcher on its side knows anything).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tgpipe.executor.launch import free_port
+from tgpipe.executor.watchdog import LOST_STATUS
+
+LIMIT = 60
+
+
+def _args(data):
+    return [
+        "-m",
+        "tgpipe",
+        "run",
+        "--data",
+        str(data),
+        "--limit-events",
+        "30000",
+        "--epochs",
+        "50",
+        "--no-evaluate",
+    ]
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [int(v.split(b"=", 1)[1]) for v in env if v.startswith(b"RANK=")]
+    return ranks[0] if ranks else None
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (torchrun starts its workers in sessions of their own)."""
+    return [pid, *(q for child in _children(pid) for q in _tree(child))]
+
+
+def _wait_for_epoch(proc: subprocess.Popen) -> None:
+    """Read the run's output until training is under way."""
+    for line in proc.stdout:
+        if line.startswith("epoch 0:"):
+            return
+    raise AssertionError(f"the run ended before training: {proc.stderr.read()[-2000:]}")
+
+
+def test_local_run_stops_when_a_rank_is_killed(wikipedia_csv):
+    proc = subprocess.Popen(
+        [sys.executable, *_args(wikipedia_csv), "--nproc", "3", "--schedule", "pipetgl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_epoch(proc)
+        victim = next(p for p in _children(proc.pid) if _rank_of(p) == 2)
+        os.kill(victim, signal.SIGKILL)
+        start = time.monotonic()
+        _, err = proc.communicate(timeout=LIMIT)
+        assert time.monotonic() - start < LIMIT
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "tgpipe run: rank 2 was killed by SIGKILL; stopping the other ranks" in err
+    assert not _children(proc.pid)
+
+
+def test_torchrun_survivor_names_the_lost_machine(wikipedia_csv):
+    port = free_port()
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc-per-node=1",
+                f"--node-rank={node}",
+                "--master-addr=127.0.0.1",
+                f"--master-port={port}",
+                *_args(wikipedia_csv),
+                "--schedule",
+                "pipetgl",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    try:
+        _wait_for_epoch(nodes[0])
+        for pid in _tree(nodes[1].pid):  # the second machine goes away, all of it at once
+            os.kill(pid, signal.SIGKILL)
+        start = time.monotonic()
+        _, err = nodes[0].communicate(timeout=LIMIT)
+        assert time.monotonic() - start < LIMIT
+    finally:
+        for p in nodes:
+            for pid in _tree(p.pid) if p.poll() is None else []:
+                os.kill(pid, signal.SIGKILL)
+    assert nodes[0].returncode != 0
+    assert "tgpipe run: rank 1 was lost: no sign of life" in err, err[-2000:]
+    assert f"exitcode: {LOST_STATUS}" in err or "rank 0 stops too" in err
