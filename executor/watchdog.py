@@ -84,10 +84,9 @@ class Watchdog:
                         seen[p] = (count, now)
                     elif self.store.check([f"ended{p}"]):
                         peers.remove(p)
-                    elif now - seen[p][1] > self.lost_after:
-                        self._lost(
-                            f"rank {p} was lost: no sign of life for {self.lost_after:.0f} s"
-                        )
+                    elif now - seen[p][1] > self._threshold:
+                        silent = now - seen[p][1]
+                        self._lost(f"rank {p} was lost: no sign of life for {silent:.0f} s")
             except RuntimeError:  # the store is gone: its host was lost
                 if self._stop.is_set():
                     return
