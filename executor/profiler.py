@@ -200,12 +200,11 @@ def measure_ops(
 def time_allreduce(
     grads: list[torch.Tensor], warmup: int, repeat: int, stream: Stream, group=None
 ) -> list[float]:
-    """Seconds of GRAD_SYNC over `group` (all ranks call it), `repeat` times after `warmup`.
-
-    Every rank calls this together; a barrier before each all-reduce starts them together,
-    so that none is timed waiting for a late peer.
+    """Seconds of GRAD_SYNC over `group`, `repeat` times after `warmup`; every rank of the
+    group calls it. A barrier before each all-reduce starts the ranks together, so that none
+    is timed waiting for a late peer.
     """
-    state = open_batch(stream, 0)
+    state = open_batch(stream, 0)  # a holder: the op reads and replaces only its grads
     now = clock(stream.device)
     times = []
     for k in range(warmup + repeat):
