@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 
 from tgpipe.dag import load_profile
 from tgpipe.schedules import family
@@ -537,6 +538,37 @@ CASES = [
         "cannot write {ro}/g.html",
         "choose a writable path",
         {"t.json": trace([[0, "gpu", "FWD", 0, 0.0, 1.0]])},
+    ),
+    # ---- tgpipe profile: refused in the launcher, before any rank starts ------------------
+    Case(
+        "measure-missing-data",
+        ("profile", "--data", "nothere.csv", "-o", "p.json"),
+        "no such file or folder: nothere.csv",
+        "check the path",
+    ),
+    Case(
+        "measure-into-missing-folder",
+        ("profile", "-o", "no/p.json"),
+        "cannot write no/p.json: no folder no",
+        "create it or choose another path",
+    ),
+    Case(
+        "measure-zero-repeats",
+        ("profile", "--repeat", "0", "-o", "p.json"),
+        "argument --repeat: expected an integer >= 1, got 0",
+        "see tgpipe profile --help",
+    ),
+    *(
+        []
+        if torch.cuda.is_available()
+        else [
+            Case(
+                "measure-cuda-without-gpu",
+                ("profile", "--device", "cuda", "-o", "p.json"),
+                "--device cuda: this torch",
+                "sees no CUDA GPU here; use --device cpu",
+            )
+        ]
     ),
 ]
 

@@ -28,6 +28,7 @@ MODULES = [
     "tgpipe.executor.scores",
     "tgpipe.executor.ops",
     "tgpipe.executor.reference",
+    "tgpipe.executor.profiler",
     "tgpipe.schedules.ir",
     "tgpipe.schedules.families",
     "tgpipe.simulator.sim",

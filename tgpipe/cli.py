@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "tgpipe.gantt_cli",
     "tgpipe.executor.cli",
     "tgpipe.executor.run_cli",
+    "tgpipe.executor.profile_cli",
 )
 
 
