@@ -302,18 +302,11 @@ class RankRunner:
     def _pack(self, m: Message) -> tuple[Message, list[torch.Tensor]]:
         """The tensors that carry `m` (taken now, while they are current)."""
         a = m.action
-        if m.kind == "memory":
+        if m.kind == "memory":  # each column at its own precision
             nodes, rows = self.store.outbox.pop(a.batch)
-            values = torch.cat(
-                [
-                    rows.mem.double(),
-                    rows.mem_ts[:, None].double(),
-                    rows.mail.double(),
-                    rows.mail_ts[:, None].double(),
-                ],
-                dim=1,
-            )
-            parts = [torch.tensor([len(nodes)], dtype=torch.int64), nodes, values]
+            values = torch.cat([rows.mem, rows.mail], dim=1)
+            times = torch.stack([rows.mem_ts, rows.mail_ts], dim=1)
+            parts = [torch.tensor([len(nodes)], dtype=torch.int64), nodes, values, times]
         else:
             parts = [self.versions.get(a.batch // self.semantics.g + 1, self.abort, self.timeout)]
         return m, [t.detach().cpu().contiguous() for t in parts]
@@ -322,9 +315,8 @@ class RankRunner:
         while (item := self.outgoing.get()) is not None:
             m, parts = item
             group = self.pg_memory if m.kind == "memory" else self.pg_weights
-            first = 0 if m.kind == "memory" else 3
             works = [
-                dist.isend(t, dst, group=group, tag=tag(m.action, first + k))
+                dist.isend(t, dst, group=group, tag=tag(m.action, k))
                 for dst in m.peers
                 for k, t in enumerate(parts)
             ]
@@ -341,18 +333,19 @@ class RankRunner:
                 dist.recv(n, src, group=self.pg_memory, tag=tag(a, 0))
                 nodes = torch.zeros(int(n), dtype=torch.int64)
                 dist.recv(nodes, src, group=self.pg_memory, tag=tag(a, 1))
-                values = torch.zeros(int(n), d + 1 + d_mail + 1, dtype=torch.float64)
+                values = torch.zeros(int(n), d + d_mail)
                 dist.recv(values, src, group=self.pg_memory, tag=tag(a, 2))
-                mem, mem_ts, mail, mail_ts = values.split([d, 1, d_mail, 1], dim=1)
-                rows = MemoryRows(
-                    mem.float(), mem_ts[:, 0].clone(), mail.float(), mail_ts[:, 0].clone()
-                ).to(self.store.device)
+                times = torch.zeros(int(n), 2, dtype=torch.float64)
+                dist.recv(times, src, group=self.pg_memory, tag=tag(a, 3))
+                mem, mail = values.split([d, d_mail], dim=1)
+                rows = MemoryRows(mem, times[:, 0].clone(), mail, times[:, 1].clone())
+                rows = rows.to(self.store.device)
                 self.store.write(a.batch, nodes, rows, mine=False)
                 if self.progress:
                     self.progress.update()
             else:
                 packed = torch.zeros(size)
-                dist.recv(packed, src, group=self.pg_weights, tag=tag(a, 3))
+                dist.recv(packed, src, group=self.pg_weights, tag=tag(a))
                 self.versions.put(a.batch // self.semantics.g + 1, packed.to(self.stream.device))
             if self.abort.is_set():
                 raise Aborted()

@@ -39,7 +39,8 @@ from tgpipe.schedules.ir import Action, Schedule
 
 __all__ = ["Message", "Program", "lower", "process_group_sets", "tag"]
 
-#: Tags: four per batch; memory rows use three (size, node ids, values), weights one.
+#: Tags, unique within a process group: four per batch for memory rows (size, node ids,
+#: float32 columns, float64 times); the packed learner of a weight message uses the first.
 _TAGS = 4
 
 
