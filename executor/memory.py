@@ -93,6 +93,37 @@ class MemoryStore:
             other.table = self.table.clone()
         return other
 
+    def state_dict(self) -> dict:
+        """The store as plain tensors (a checkpoint): table, version, undo records, early
+        writes."""
+        with self._cond:
+            return {
+                "table": tuple(t.cpu().clone() for t in self.table),
+                "version": self.version,
+                "oldest": self.oldest,
+                "undo": {
+                    b: (torch.as_tensor(i), tuple(t.cpu() for t in r))
+                    for b, (i, r) in self._undo.items()
+                },
+                "pending": {
+                    b: (i, tuple(t.cpu() for t in r)) for b, (i, r) in self._pending.items()
+                },
+            }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Become the store that `state_dict` described."""
+        dev = self.device
+        with self._cond:
+            self.table = MemoryRows(*state["table"]).to(dev)
+            self.version, self.oldest = state["version"], state["oldest"]
+            self._undo = {
+                b: (i.numpy(), MemoryRows(*r).to(dev)) for b, (i, r) in state["undo"].items()
+            }
+            self._pending = {
+                b: (i, MemoryRows(*r).to(dev)) for b, (i, r) in state["pending"].items()
+            }
+            self._cond.notify_all()
+
     def read(self, nodes, version: int, timeout: float | None = None) -> MemoryRows:
         """The rows of `nodes` as they were at `version` (after the writes of batches before it).
 

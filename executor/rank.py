@@ -97,6 +97,14 @@ class _Versions:
             for v in [v for v in self._packed if v < below]:
                 del self._packed[v]
 
+    def state_dict(self) -> dict[int, torch.Tensor]:
+        with self._cond:
+            return {v: t.cpu() for v, t in self._packed.items()}
+
+    def load_state_dict(self, packed: dict[int, torch.Tensor]) -> None:
+        for v, t in packed.items():
+            self.put(v, t)
+
 
 @dataclass
 class EpochResult:
@@ -133,24 +141,27 @@ class RankRunner:
         s = self.stream
         return build_model(self.config, s.edge_dim, s.node_dim, s.seed).to(s.device)
 
-    # ---- one epoch --------------------------------------------------------------------------
+    # ---- one epoch, in segments -----------------------------------------------------------
     def run_epoch(self, epoch: int, progress: Progress | None = None) -> EpochResult:
-        """One epoch of this rank's program; `progress` counts every batch whose memory
-        write this rank sees (its own and, on the replica, its peers')."""
-        self.epoch, self.progress = epoch, progress
+        """One whole epoch of this rank's program (see `run_batches` for `progress`)."""
+        self.begin_epoch(epoch)
+        self.run_batches(0, self.schedule.n_batches, progress)
+        return self.end_epoch()
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Zero memory, the weights of the epoch's start, nothing run yet."""
+        self.epoch = epoch
         self.store.reset()
         self.store.outbox.clear()
         self.versions = _Versions()
         self.versions.put(0, self.learner.pack())
         self.learner_version = 0
         self._models.clear()
-        self.abort = threading.Event()
-        self.errors: list[BaseException] = []
         self.states: dict[int, BatchState] = {}
         self.states_lock = threading.Lock()
         self.losses: dict[int, float] = {}
         self.rows: list[TraceRow] = []
-        mine = [a for a in self.program.ops()]
+        mine = self.program.ops()
         self.done = {a: threading.Event() for a in mine}
         self.left: dict[int, int] = defaultdict(int)
         for a in mine:
@@ -160,11 +171,30 @@ class RankRunner:
         self.unfinished = set(self.left)
         self.count_lock = threading.Lock()
         self.t0 = time.perf_counter()
+
+    def run_batches(self, lo: int, hi: int, progress: Progress | None = None) -> None:
+        """Run batches lo..hi-1 and drain: every lane walks its steps of those batches in
+        its order, and returns when they and their messages are done. The semantics do not
+        change (every read and step waits for its version), so an epoch cut into segments
+        computes what one run computes; between segments the state is a consistent cut that
+        a checkpoint can save. `progress` counts every batch whose memory write this rank
+        sees (its own and, on the replica, its peers')."""
+        self.progress = progress
+        self.abort = threading.Event()
+        self.errors: list[BaseException] = []
         self.outgoing: queue.Queue = queue.Queue()
+
+        def within(item: Action | Message) -> bool:
+            batch = item.batch if isinstance(item, Action) else item.action.batch
+            return lo <= batch < hi
+
         inbound: dict[tuple[int, str], list[Message]] = defaultdict(list)
-        for m in self.program.receives:
+        for m in filter(within, self.program.receives):
             inbound[m.peers[0], m.kind].append(m)
-        workers = [(self._lane, (lane, steps), lane) for lane, steps in self.program.lanes.items()]
+        workers = [
+            (self._lane, (lane, list(filter(within, steps))), lane)
+            for lane, steps in self.program.lanes.items()
+        ]
         workers += [
             (self._receive, (msgs,), f"recv-{kind}-{src}")
             for (src, kind), msgs in sorted(inbound.items())
@@ -186,7 +216,41 @@ class RankRunner:
         sender.join()
         if self.errors:
             raise self.errors[0]
+
+    def end_epoch(self) -> EpochResult:
         return EpochResult(dict(self.losses), list(self.rows))
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything this rank needs to go on from a cut between segments: its memory
+        replica with the undo records that stale reads still need, its learner, the packed
+        learners (weights + Adam state) that later batches compute or step from, and its
+        losses so far. Sampling and negatives are pure functions of (seed, epoch, batch)."""
+        return {
+            "epoch": self.epoch,
+            "store": self.store.state_dict(),
+            "learner": self.learner.pack(),
+            "learner_version": self.learner_version,
+            "versions": self.versions.state_dict(),
+            "losses": dict(self.losses),
+        }
+
+    def load_state_dict(self, state: dict, done_below: int) -> None:
+        """Go on from a `state_dict` taken after batches 0..done_below-1 of its epoch."""
+        self.begin_epoch(state["epoch"])
+        self.store.load_state_dict(state["store"])
+        self.learner.unpack(state["learner"])
+        self.learner_version = state["learner_version"]
+        device = self.stream.device
+        self.versions.load_state_dict({v: t.to(device) for v, t in state["versions"].items()})
+        self.losses = dict(state["losses"])
+        for act, event in self.done.items():
+            if act.batch < done_below:
+                event.set()
+        for b in [b for b in self.unfinished if b < done_below]:
+            self.left[b] = 0
+            self.unfinished.discard(b)
+            self.finished[b].set()
 
     def _guard(self, fn, *args) -> None:
         try:

@@ -11,7 +11,7 @@ import time
 
 from tgpipe.cli import output_file, positive_int
 from tgpipe.errors import InputError
-from tgpipe.files import atomic_open
+from tgpipe.files import atomic_open, check_writable
 
 __all__ = ["register"]
 
@@ -49,6 +49,34 @@ def _build(args: argparse.Namespace, world: int):
         )
     validate(schedule)
     return graph, stream, config, schedule
+
+
+def _run_identity(args: argparse.Namespace, schedule, stream, world: int) -> dict:
+    """What a checkpoint must have been made by to be resumed by this run."""
+    return {
+        "schedule": schedule.name,
+        "world": world,
+        "batches": schedule.n_batches,
+        "batch_size": args.batch_size,
+        "events": stream.graph.n_events,
+        "seed": args.seed,
+    }
+
+
+def _check_checkpoint_args(args: argparse.Namespace, schedule, stream, world: int) -> None:
+    from tgpipe.executor.checkpoint import Checkpoints
+
+    if (args.resume or args.checkpoint_every) and not args.checkpoint:
+        raise InputError("--resume and --checkpoint-every need --checkpoint DIR")
+    if args.checkpoint:  # a folder that exists, or one that can be made
+        place = args.checkpoint
+        check_writable(os.path.join(place, "x") if os.path.isdir(place) else place)
+    if args.resume:
+        ckpt = Checkpoints(args.checkpoint, _run_identity(args, schedule, stream, world))
+        if ckpt.latest() is None:
+            raise InputError(
+                f"no checkpoint in {args.checkpoint} to resume: run without --resume first"
+            )
 
 
 def _rank_main(args: argparse.Namespace) -> None:
@@ -97,6 +125,7 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
     import torch
     import torch.distributed as dist
 
+    from tgpipe.executor.checkpoint import Checkpoints, segment_ends
     from tgpipe.executor.reference import evaluate
     from tgpipe.executor.stream import TEST, VAL
     from tgpipe.progress import Progress
@@ -111,12 +140,55 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
             f"epoch on {schedule.n_ranks} rank(s) of {world}, semantics {schedule.semantics}",
             flush=True,
         )
+    n, g = schedule.n_batches, schedule.semantics.g
+    identity = _run_identity(args, schedule, stream, world)
+    ckpt = Checkpoints(args.checkpoint, identity) if args.checkpoint else None
+    first_epoch, first_batch, state = 0, 0, None
+    if args.resume:
+        first_epoch, first_batch = ckpt.latest()
+        state = ckpt.load((first_epoch, first_batch), rank) if runner else None
+        if rank == 0:
+            all_losses, epochs = state["history"]
+            print(f"resuming at epoch {first_epoch}, batch {first_batch}", flush=True)
+        if first_batch == n:  # a whole epoch was done
+            if runner:
+                runner.learner.unpack(state["learner"])
+            first_epoch, first_batch = first_epoch + 1, 0
+
+    def save(position: tuple[int, int]) -> float:
+        """Checkpoint here (when asked to); the seconds it took."""
+        if not ckpt:
+            dist.barrier()
+            return 0.0
+        began = time.perf_counter()
+        mine = runner.state_dict() if runner else None
+        if mine is not None and rank == 0:
+            mine["history"] = (all_losses, epochs)
+        ckpt.save(position, rank, mine, dist.barrier)
+        return time.perf_counter() - began
+
     offset = 0.0
-    for epoch in range(args.epochs):
+    for epoch in range(first_epoch, args.epochs):
         dist.barrier()  # every rank starts the epoch together
-        start = time.perf_counter()
-        bar = Progress(schedule.n_batches, f"epoch {epoch}", "batch") if rank == 0 else None
-        result = runner.run_epoch(epoch, bar) if runner else None
+        start, paused = time.perf_counter(), 0.0
+        bar = Progress(n, f"epoch {epoch}", "batch") if rank == 0 else None
+        if runner and first_batch:
+            runner.load_state_dict(state, first_batch)
+        elif runner:
+            runner.begin_epoch(epoch)
+        if bar and first_batch:
+            bar.update(first_batch)
+        lo, first_batch = first_batch, 0
+        events = stream.bounds[0][1] - lo * args.batch_size  # those this run trains on
+        for hi in segment_ends(n, args.checkpoint_every, g):
+            if hi <= lo:
+                continue
+            if runner:
+                runner.run_batches(lo, hi, bar)
+            lo = hi
+            if hi < n:
+                paused += save((epoch, hi))
+        result = runner.end_epoch() if runner else None
         if bar:
             bar.__exit__()
         packed = runner.learner.pack() if runner else torch.zeros(0)
@@ -127,7 +199,7 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
         dist.broadcast(packed, last_rank, group=groups["weights"])
         if runner:
             runner.learner.unpack(packed)
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start - paused
         gathered = [None] * world if rank == 0 else None
         dist.gather_object((result.losses, result.rows) if result else ({}, []), gathered)
         if rank == 0:
@@ -143,7 +215,7 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
             record = {
                 "epoch": epoch,
                 "seconds": seconds,
-                "events_per_s": stream.bounds[0][1] / seconds,
+                "events_per_s": events / seconds,
                 "loss": sum(losses.values()) / len(losses),
             }
             line = (
@@ -162,7 +234,7 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
                 )
             epochs.append(record)
             print(line, flush=True)
-        dist.barrier()
+        save((epoch, n))
     if rank == 0:
         trace = Trace(
             sorted(all_rows, key=lambda r: (r.start, r.rank)),
@@ -205,7 +277,8 @@ def _run(args: argparse.Namespace) -> None:
     if under_launcher():
         _rank_main(args)
         return
-    _build(args, args.nproc)  # refuse bad input here, before any rank starts
+    _, stream, _, schedule = _build(args, args.nproc)  # refuse bad input before ranks start
+    _check_checkpoint_args(args, schedule, stream, args.nproc)
     status = spawn(sys.argv[1:], args.nproc)
     if status:
         raise SystemExit(status)
@@ -281,6 +354,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--gantt", type=output_file, metavar="FILE.html", help="Gantt chart of the measured run"
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="checkpoint into DIR at the end of each epoch (weights, Adam state, memory, "
+        "mailbox; atomically)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        metavar="N",
+        help="also checkpoint every N batches (rounded up to whole synchronous groups)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the last checkpoint in --checkpoint DIR (same options as the run)",
     )
     p.add_argument("--dump", metavar="PREFIX", help=argparse.SUPPRESS)  # tests: final state
     p.set_defaults(func=_run)

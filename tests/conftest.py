@@ -33,7 +33,7 @@ def hand():
 WIKIPEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikipedia.csv"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def wikipedia_csv():
     if not WIKIPEDIA.exists():
         pytest.skip(f"the shared data set is absent: {WIKIPEDIA}")

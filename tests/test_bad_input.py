@@ -539,6 +539,72 @@ CASES = [
         "choose a writable path",
         {"t.json": trace([[0, "gpu", "FWD", 0, 0.0, 1.0]])},
     ),
+    # ---- tgpipe run: refused in the launcher, before any rank starts ----------------------
+    Case(
+        "run-schedule-for-more-ranks",
+        ("run", "--schedule", "ring.txt", "--data", "d.csv", "--batch-size", "875", "--nproc", "1"),
+        "is for 2 ranks but 1 were started",
+        "use --nproc 2",
+        {"ring.txt": RING, "d.csv": LONG_CSV},
+    ),
+    Case(
+        "run-schedule-for-other-batches",
+        ("run", "--schedule", "ring.txt", "--data", "d.csv", "--nproc", "2"),
+        "ring.txt has 4 batches but the data has 6 training batches",
+        "make the schedule for 6",
+        {"ring.txt": RING, "d.csv": LONG_CSV},
+    ),
+    Case(
+        "run-unsorted-data",
+        ("run", "--data", "d.csv"),
+        "time 2 is earlier than the line before (5)",
+        "sort the file by 'ts' first",
+        {"d.csv": "u,i,ts,label\n0,10,5,0\n1,11,2,0\n"},
+    ),
+    Case(
+        "run-resume-without-checkpoint",
+        ("run", "--resume", "--data", "d.csv"),
+        "--resume and --checkpoint-every need",
+        "--checkpoint DIR",
+        {"d.csv": LONG_CSV},
+    ),
+    Case(
+        "run-resume-nothing",
+        ("run", "--resume", "--checkpoint", "ck", "--data", "d.csv"),
+        "no checkpoint in ck to resume",
+        "run without --resume first",
+        {"d.csv": LONG_CSV},
+    ),
+    Case(
+        "run-resume-another-run",
+        ("run", "--resume", "--checkpoint", "ck", "--data", "d.csv", "--batch-size", "500"),
+        "the checkpoint in ck is of another run ({'batches': 6, 'batch_size': 600}",
+        "resume with the same options",
+        {
+            "d.csv": LONG_CSV,
+            "ck/checkpoint.json": json.dumps(
+                {
+                    "epoch": 0,
+                    "batch": 2,
+                    "run": {
+                        "schedule": "pipetgl(2)",
+                        "world": 2,
+                        "batches": 6,
+                        "batch_size": 600,
+                        "events": 5000,
+                        "seed": 0,
+                    },
+                }
+            ),
+        },
+    ),
+    Case(
+        "run-checkpoint-unwritable",
+        ("run", "--checkpoint", "{ro}/ck", "--data", "d.csv"),
+        "cannot write",
+        "",
+        {"d.csv": LONG_CSV},
+    ),
     # ---- tgpipe profile: refused in the launcher, before any rank starts ------------------
     Case(
         "measure-missing-data",
@@ -651,7 +717,7 @@ def test_the_table_is_big_enough_and_ids_are_unique():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)) and len(ids) >= 30
     areas = {i.split("-")[0] for i in ids}
-    assert {"data", "profile", "schedule", "cli", "gantt"} <= areas
+    assert {"data", "profile", "schedule", "cli", "gantt", "run"} <= areas
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -29,6 +29,7 @@ MODULES = [
     "tgpipe.executor.ops",
     "tgpipe.executor.reference",
     "tgpipe.executor.profiler",
+    "tgpipe.executor.checkpoint",
     "tgpipe.schedules.ir",
     "tgpipe.schedules.families",
     "tgpipe.simulator.sim",
