@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Learner", "copy_params", "snapshot_params"]
+__all__ = ["Learner", "copy_params", "load_weights", "snapshot_params"]
 
 
 def snapshot_params(model: nn.Module) -> list[torch.Tensor]:
@@ -35,6 +35,14 @@ def copy_params(model: nn.Module, params: list[torch.Tensor]) -> None:
     with torch.no_grad():
         for p, value in zip(model.parameters(), params, strict=True):
             p.copy_(value)
+
+
+def load_weights(model: nn.Module, flat: torch.Tensor) -> None:
+    """Load the weights of a packed learner (`Learner.pack`) into `model`, nothing else:
+    a copy to compute with."""
+    params = list(model.parameters())
+    chunks = flat[: sum(p.numel() for p in params)].split([p.numel() for p in params])
+    copy_params(model, [c.view_as(p) for c, p in zip(chunks, params, strict=True)])
 
 
 class Learner:

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from tgpipe.dag.semantics import Semantics
-from tgpipe.executor.learner import Learner
+from tgpipe.executor.learner import Learner, load_weights
 from tgpipe.executor.memory import MemoryRows, MemoryStore
 from tgpipe.executor.model import TGN, TGNConfig, build_model
 from tgpipe.executor.ops import (
@@ -135,7 +135,14 @@ class RankRunner:
         model = self._new_model()
         self.learner = Learner(model, config.lr)
         self.store = _Store(stream.graph.n_nodes, config.memory_dim, model.mail_dim, stream.device)
-        self._models: dict[int, TGN] = {}
+        self._models: dict[int, TGN] = {}  #: weight version -> a model holding it
+        self._spare: list[TGN] = []  #: models of versions no batch needs any more
+        self.sends_weights = {
+            m.action.batch
+            for steps in program.lanes.values()
+            for m in steps
+            if isinstance(m, Message) and m.kind == "weights"
+        }
 
     def _new_model(self) -> TGN:
         s = self.stream
@@ -156,6 +163,7 @@ class RankRunner:
         self.versions = _Versions()
         self.versions.put(0, self.learner.pack())
         self.learner_version = 0
+        self._spare += self._models.values()
         self._models.clear()
         self.states: dict[int, BatchState] = {}
         self.states_lock = threading.Lock()
@@ -282,8 +290,9 @@ class RankRunner:
                 if pred in self.done:
                     self._wait(self.done[pred])
             state = self._state(act.batch)
+            ready = self._ready(act.op, state)  # waits are not the op's time
             start = time.perf_counter()
-            self._run_op(act.op, state)
+            self._run_op(act.op, state, ready)
             end = time.perf_counter()
             self.rows.append(
                 TraceRow(self.rank, lane, act.op, act.batch, start - self.t0, end - self.t0)
@@ -312,53 +321,71 @@ class RankRunner:
         self.finished[batch].set()
 
     def _compute_model(self, batch: int) -> TGN:
-        """A model holding the weights `batch` computes with (fetched when they travel)."""
+        """A model holding the weights `batch` computes with: the learner's own where it
+        holds them and no stale reader exists (s_w = 0: nothing steps it before this
+        group's batches are done), else a pooled copy filled from the packed version."""
         version = weight_version(self.semantics, batch)
+        if not self.semantics.s_w and version == self.learner_version:
+            return self.learner.model
         model = self._models.get(version)
         if model is None:
             packed = self.versions.get(version, self.abort, self.timeout)
-            holder = Learner(self._new_model(), self.config.lr)
-            holder.unpack(packed)
-            model = self._models[version] = holder.model
-            for old in [v for v in self._models if v < version - self.semantics.s_w - 1]:
-                del self._models[old]
+            with self.count_lock:  # versions no unfinished batch of this rank computes with
+                oldest = min(self.unfinished, default=self.schedule.n_batches)
+            for old in [v for v in self._models if v < weight_version(self.semantics, oldest)]:
+                self._spare.append(self._models.pop(old))
+            model = self._spare.pop() if self._spare else self._new_model()
+            load_weights(model, packed)
+            self._models[version] = model
         return model
 
-    def _run_op(self, op: str, state: BatchState) -> None:
+    def _ready(self, op: str, state: BatchState):
+        """Wait until what `op` reads from other lanes and ranks is there: the memory
+        version, the weights; returns the model to compute with (or the packed learner a
+        STEP starts from, None if this rank's learner holds it)."""
+        if op in ("MEM_FETCH", "MEM_SUPPORT"):
+            self.store.wait_version(state.mem_version, self.abort)
+        if op in ("MEM_ROOT", "MEM_SUPPORT", "FWD", "BWD"):
+            return self._compute_model(state.batch)
+        if op == "STEP":
+            done = state.batch // self.semantics.g  # steps taken before this one
+            if self.learner_version != done:
+                return self.versions.get(done, self.abort, self.timeout)
+        return None
+
+    def _run_op(self, op: str, state: BatchState, ready) -> None:
         b, stream, store = state.batch, self.stream, self.store
         if op == "SAMPLE":
             sample(state, stream)
         elif op == "FEAT":
             feat(state, stream)
         elif op == "MEM_FETCH":
-            store.wait_version(state.mem_version, self.abort)
             mem_fetch(state, store)
         elif op == "MEM_ROOT":
-            mem_root(state, self._compute_model(b))
+            mem_root(state, ready)
         elif op == "MEM_WRITE":
             mem_write(state, store)
             if self.progress:
                 self.progress.update()
         elif op == "MEM_SUPPORT":
-            store.wait_version(state.mem_version, self.abort)
-            mem_support(state, store, self._compute_model(b))
+            mem_support(state, store, ready)
         elif op == "FWD":
-            fwd(state, self._compute_model(b))
+            fwd(state, ready)
         elif op == "BWD":
-            bwd(state, self._compute_model(b))
+            bwd(state, ready)
             self.losses[b] = state.loss_value
         elif op == "GRAD_SYNC":
             grp = b // self.semantics.g
             if len(self.program.groups[grp]) > 1:  # a short last group may have one batch
                 grad_sync(state, self.pg_group[grp])
         elif op == "STEP":
-            done = b // self.semantics.g  # steps taken before this one in the epoch
-            if self.learner_version != done:
-                self.learner.unpack(self.versions.get(done, self.abort, self.timeout))
+            if ready is not None:
+                self.learner.unpack(ready)
             step(self.learner, state.grads)
-            self.learner_version = done + 1
-            self.versions.put(done + 1, self.learner.pack())
-            self.versions.prune(done + 1 - self.semantics.s_w - 1)
+            self.learner_version = done = b // self.semantics.g + 1
+            if self.semantics.s_w or b in self.sends_weights:  # someone reads this version
+                self.versions.put(done, self.learner.pack())
+            self.versions.prune(done - self.semantics.s_w - 1)
         else:  # pragma: no cover - the catalog has no other op
             raise RuntimeError(f"no op {op}")
 
