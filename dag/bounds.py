@@ -32,7 +32,7 @@ import numpy as np
 
 from tgpipe.dag.build import batch_edges, batch_ops, edge_bytes
 from tgpipe.dag.cluster import Cluster
-from tgpipe.dag.ops import OPS, node_name, parse_node
+from tgpipe.dag.ops import OPS, action_resources, node_name, parse_node
 from tgpipe.dag.profile import CostProfile
 from tgpipe.dag.semantics import Semantics
 from tgpipe.errors import InputError
@@ -198,7 +198,7 @@ def resource_bound(
     inter = cluster.machines > 1
     work: dict[str, float] = {}
     for op in batch_ops(semantics):
-        for kind in OPS[op].resources:
+        for kind in action_resources(op, OPS[op].lane, profile.compute):
             work[kind] = work.get(kind, 0.0) + profile.cost(op, cluster.n_ranks, inter=inter)
     return {kind: w / cluster.resource_count(kind, profile) for kind, w in work.items()}
 

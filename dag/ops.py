@@ -19,7 +19,16 @@ from typing import NamedTuple
 
 from tgpipe.errors import InputError
 
-__all__ = ["LANES", "OPS", "Op", "node_name", "op_names", "parse_node", "require_op"]
+__all__ = [
+    "LANES",
+    "OPS",
+    "Op",
+    "action_resources",
+    "node_name",
+    "op_names",
+    "parse_node",
+    "require_op",
+]
 
 #: The queues of one rank. Lanes of one rank run concurrently (CUDA streams, worker threads).
 LANES: tuple[str, ...] = ("gpu", "h2d", "d2h", "cpu", "net")
@@ -108,3 +117,14 @@ def parse_node(text: str) -> tuple[str, int]:
     if not digits or head not in OPS:
         raise InputError(f"bad action {text!r}: expected an op name and a batch, like FWD17")
     return head, int(digits)
+
+
+def action_resources(op: str, lane: str, compute: str = "gpu") -> tuple[str, ...]:
+    """Resources an action holds: its op's own on the op's default lane; moved to another
+    lane (MEM_WRITE sent over ``net``, say), that lane's resource alone. Where the ranks
+    compute on CPUs (``compute="cpu"``, see `tgpipe.dag.profile.COMPUTE`), every op but the
+    all-reduce holds the rank's process (its ``gpu``: one op at a time) and one of the
+    machine's cores, whatever its lane: the lanes are threads of one process there."""
+    if compute == "cpu" and op != "GRAD_SYNC":
+        return ("gpu", "cpu")
+    return OPS[op].resources if OPS[op].lane == lane else (lane,)

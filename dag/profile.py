@@ -29,10 +29,21 @@ from tgpipe.dag.ops import OPS
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write
 
-__all__ = ["SOURCES", "CostProfile", "Link", "OpCost", "builtin_profiles", "load_profile"]
+__all__ = [
+    "COMPUTE",
+    "SOURCES",
+    "CostProfile",
+    "Link",
+    "OpCost",
+    "builtin_profiles",
+    "load_profile",
+]
 
 #: Where a profile's numbers come from.
 SOURCES = ("measured", "illustrative")
+#: What runs a rank's ops: a GPU (with its copy engines beside it), or the rank's own CPU
+#: process, which runs one op at a time (one torch thread, and Python's lock between ops).
+COMPUTE = ("gpu", "cpu")
 
 #: Largest cost of one op for one batch, and largest latency: a day. More is a unit mistake
 #: (milliseconds written as seconds...), and sums of such numbers overflow to infinity.
@@ -81,6 +92,7 @@ class CostProfile:
     batch_size: int = 600
     note: str = ""
     meta: dict = field(default_factory=dict)
+    compute: str = "gpu"  #: one of COMPUTE
 
     # ---- costs: the one place where an op's time is decided --------------------------------
     def cost(self, op: str, n_ranks: int = 1, inter: bool = False) -> float:
@@ -124,6 +136,7 @@ class CostProfile:
             "note": self.note,
             "batch_size": self.batch_size,
             "cpu_cores": self.cpu_cores,
+            "compute": self.compute,
             "ops": {
                 op: {"median": c.median, "spread": c.spread, "bytes": c.bytes}
                 for op, c in self.ops.items()
@@ -259,6 +272,11 @@ def _parse(data: object, where: str) -> CostProfile:
     meta = data.get("meta", {})
     if not isinstance(meta, dict):
         raise InputError(f"{where}: field 'meta' must be an object")
+    compute = data.get("compute", "gpu")
+    if compute not in COMPUTE:
+        raise InputError(
+            f"{where}: field 'compute' must be one of {', '.join(COMPUTE)}, got {compute!r}"
+        )
     return CostProfile(
         name=data.get("name", "") or Path(where).stem,
         source=source,
@@ -270,6 +288,7 @@ def _parse(data: object, where: str) -> CostProfile:
         batch_size=batch,
         note=data.get("note", ""),
         meta=meta,
+        compute=compute,
     )
 
 

@@ -2,9 +2,10 @@
 
 Started by hand it spawns --nproc local ranks the way `tgpipe run` does; under torchrun each
 process is one rank (several machines: rank 0 also measures the link to another machine).
-Rank 0 times the ops on real batches while the others wait, then every rank joins the
-gradient all-reduce and the ping-pongs (see `tgpipe.executor.profiler`), and rank 0 writes
-the profile.
+Every rank times the ops on real batches at once, as in a run, where every rank computes and
+they compete for the machine's cores and memory; rank 0 pools the samples. Then every rank
+joins the gradient all-reduce and the ping-pongs (see `tgpipe.executor.profiler`), and
+rank 0 writes the profile (``compute`` says whether the ops ran on a CPU or a GPU).
 """
 
 from __future__ import annotations
@@ -63,7 +64,6 @@ def _rank_main(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from tgpipe.executor.model import build_model
     from tgpipe.executor.profiler import measure_links, measure_ops, time_allreduce
     from tgpipe.progress import Progress
 
@@ -82,25 +82,22 @@ def _rank_main(args: argparse.Namespace) -> None:
         alone = [dist.new_group([r], backend=backend, timeout=timeout) for r in range(world)]
         nodes = [0] * world
         dist.all_gather_object(nodes, int(os.environ.get("GROUP_RANK", 0)))
-        samples = None
+        total = args.warmup + args.repeat
+        with Progress(
+            total, "profile ops", "batch", stream=sys.stderr if rank == 0 else None
+        ) as bar:
+            samples = measure_ops(
+                stream, config, args.warmup, args.repeat, group=alone[rank], progress=bar
+            )
+        pooled = [None] * world if rank == 0 else None
+        dist.gather_object(samples.seconds, pooled)  # every rank's samples, as they ran together
         if rank == 0:
-            total = args.warmup + args.repeat
-            with Progress(total, "profile ops", "batch") as bar:
-                samples = measure_ops(
-                    stream, config, args.warmup, args.repeat, group=alone[0], progress=bar
-                )
-        dist.barrier()
+            for other in pooled[1:]:
+                for op, seconds in other.items():
+                    samples.seconds[op].extend(seconds)
         allreduce = None
         if world > 1:
-            grads = (
-                samples.grads
-                if samples
-                else [
-                    torch.zeros_like(p)
-                    for p in build_model(config, stream.edge_dim, stream.node_dim).parameters()
-                ]
-            )
-            allreduce = time_allreduce(grads, args.warmup, args.repeat, stream)
+            allreduce = time_allreduce(samples.grads, args.warmup, args.repeat, stream)
         links = measure_links(nodes, device)
         if rank == 0:
             _write(args, stream, device, world, nodes, samples, allreduce, links)
@@ -149,6 +146,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         batch_size=args.batch_size,
         note=note,
         meta=meta,
+        compute=device.type,
     )
     if allreduce:
         median, spread = median_spread(allreduce)

@@ -46,7 +46,7 @@ from typing import NamedTuple
 from tgpipe.dag.bounds import MEMORY_BACKENDS
 from tgpipe.dag.build import predecessors
 from tgpipe.dag.cluster import Cluster
-from tgpipe.dag.ops import LANES, OPS, node_name, parse_node
+from tgpipe.dag.ops import LANES, OPS, action_resources, node_name, parse_node
 from tgpipe.dag.semantics import PRESETS, Semantics
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write
@@ -68,12 +68,6 @@ class Action(NamedTuple):
     @staticmethod
     def parse(text: str) -> Action:
         return Action(*parse_node(text))
-
-
-def action_resources(op: str, lane: str) -> tuple[str, ...]:
-    """Resources an action holds: its op's own on the op's default lane; moved to another
-    lane (MEM_WRITE sent over ``net``, say), that lane's resource alone."""
-    return OPS[op].resources if OPS[op].lane == lane else (lane,)
 
 
 LaneKey = tuple[int, str]

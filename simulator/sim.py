@@ -76,7 +76,7 @@ class _Run:
         # resources: per rank, per machine; requested only where two lanes share one
         users = defaultdict(set)
         for rank, lane, _, act in schedule.actions():
-            for kind in action_resources(act.op, lane):
+            for kind in action_resources(act.op, lane, profile.compute):
                 users[self._resource_key(rank, kind)].add((rank, lane))
         self.resources = {}
         for key, lanes in users.items():
@@ -146,7 +146,7 @@ class _Run:
             if act.op == "GRAD_SYNC":
                 yield from self._collective_arrive(key, act)
             held = []
-            for kind in action_resources(act.op, lane):
+            for kind in action_resources(act.op, lane, self.p.compute):
                 res = self.resources.get(self._resource_key(rank, kind))
                 if res is not None:
                     req = res.request()

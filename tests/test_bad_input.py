@@ -213,6 +213,13 @@ CASES = [
         {"p.json": profile(lambda d: d["ops"].update(FOO={"median": 1e-3}))},
     ),
     Case(
+        "profile-unknown-compute",
+        ("simulate", "--profile", "p.json", *SIM_OUT),
+        "field 'compute' must be one of gpu, cpu, got 'tpu'",
+        "p.json",
+        {"p.json": profile(lambda d: d.update(compute="tpu"))},
+    ),
+    Case(
         "profile-negative-cost",
         ("simulate", "--profile", "p.json", *SIM_OUT),
         "ops.FWD.median",

@@ -30,6 +30,7 @@ MODULES = [
     "tgpipe.executor.reference",
     "tgpipe.executor.profiler",
     "tgpipe.executor.checkpoint",
+    "tgpipe.executor.validate",
     "tgpipe.schedules.ir",
     "tgpipe.schedules.families",
     "tgpipe.simulator.sim",

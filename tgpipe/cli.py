@@ -37,6 +37,8 @@ COMMAND_MODULES = (
     "tgpipe.executor.cli",
     "tgpipe.executor.run_cli",
     "tgpipe.executor.profile_cli",
+    "tgpipe.executor.validate",
+    "tgpipe.demo",
 )
 
 

@@ -1,0 +1,212 @@
+"""Fidelity: the simulator's prediction beside what the same schedule measures for real.
+
+`validate` profiles this machine (``tgpipe profile``), builds each schedule from that
+profile, simulates it, runs it (``tgpipe run`` on local ranks, the very schedule file that
+was simulated) and compares the period per batch of the two traces, with one definition of
+period for both (`tgpipe.metrics`). The runs are subprocesses, as a user would start them,
+one after the other so that they do not share the machine.
+
+Examples
+--------
+>>> Fidelity("pipetgl(2)", 2, (0, 1, 1), predicted=0.020, measured=0.025).error
+-0.2
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tgpipe.dag.profile import CostProfile
+from tgpipe.errors import InputError
+from tgpipe.metrics import metrics
+from tgpipe.progress import Progress
+from tgpipe.schedules.ir import Schedule
+from tgpipe.simulator.sim import simulate
+from tgpipe.trace import Trace
+
+__all__ = ["Fidelity", "measure_profile", "run_schedule", "validate"]
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """Predicted and measured period per batch (seconds) of one schedule."""
+
+    name: str
+    ranks: int
+    semantics: tuple[int, int, int]
+    predicted: float
+    measured: float
+    predicted_bubble: float = 0.0
+    measured_bubble: float = 0.0
+
+    @property
+    def error(self) -> float:
+        """(predicted - measured) / measured."""
+        return (self.predicted - self.measured) / self.measured
+
+
+def _tgpipe(args: list[str], what: str) -> None:
+    """Run ``python -m tgpipe ARGS``; its failure becomes one line naming `what`."""
+    done = subprocess.run([sys.executable, "-m", "tgpipe", *args], capture_output=True, text=True)
+    if done.returncode:
+        lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        raise InputError(f"{what} failed: {lines[-1] if lines else 'no message'}")
+
+
+def data_args(data: str, batch_size: int, limit_events: int | None) -> list[str]:
+    """The options that choose the same data and batches in every subprocess."""
+    args = ["--data", str(data), "--batch-size", str(batch_size)]
+    return args + (["--limit-events", str(limit_events)] if limit_events else [])
+
+
+def measure_profile(out: Path, data: list[str], nproc: int, repeat: int) -> CostProfile:
+    """``tgpipe profile`` on this machine, with `nproc` ranks computing at once."""
+    from tgpipe.dag.profile import load_profile
+
+    args = ["profile", *data, "--nproc", str(nproc), "--repeat", str(repeat), "-o", str(out)]
+    _tgpipe(args, "profiling")
+    return load_profile(out)
+
+
+def run_schedule(schedule: Schedule, folder: Path, data: list[str]) -> Trace:
+    """Train one epoch with `schedule` (saved to a file first) on its ranks, locally."""
+    nproc = schedule.n_ranks
+    safe = "".join(c if c.isalnum() else "_" for c in schedule.name)
+    path = folder / f"{safe}.schedule"
+    schedule.save(path)
+    trace = folder / f"{safe}.trace.json"
+    args = ["run", "--schedule", str(path), *data, "--nproc", str(nproc), "--no-evaluate"]
+    _tgpipe([*args, "--timeout", "120", "--trace", str(trace)], f"running {schedule.name}")
+    return Trace.load(trace)
+
+
+def validate(
+    schedules: list[Schedule], profile: CostProfile, data: list[str]
+) -> tuple[list[Fidelity], list[Trace]]:
+    """Simulate and run each schedule; the fidelity rows and the traces (simulated and
+    measured, in pairs)."""
+    rows, traces = [], []
+    with tempfile.TemporaryDirectory() as tmp, Progress(len(schedules), "validate", "run") as bar:
+        for schedule in schedules:
+            simulated = simulate(schedule, profile)
+            measured = run_schedule(schedule, Path(tmp), data)
+            p, m = metrics(simulated), metrics(measured)
+            rows.append(
+                Fidelity(
+                    schedule.name,
+                    schedule.n_ranks,
+                    tuple(schedule.semantics),
+                    p.period,
+                    m.period,
+                    p.bubble,
+                    m.bubble,
+                )
+            )
+            traces += [simulated, measured]
+            bar.update(note=schedule.name)
+    return rows, traces
+
+
+# ---- command line ---------------------------------------------------------------------------
+FAMILY_NAMES = ("sequential", "data_parallel", "mspipe", "pipetgl")
+
+
+def _main(args) -> None:
+    from tgpipe.dag.profile import load_profile
+    from tgpipe.executor.data import load_dataset
+    from tgpipe.executor.stream import TRAIN, Stream
+    from tgpipe.schedules.families import family
+    from tgpipe.simulator.cli import pct, print_table
+
+    graph = load_dataset(args.data)  # bad data is refused before anything runs
+    if args.limit_events:
+        graph = graph.slice(0, min(args.limit_events, graph.n_events))
+    n = Stream(graph, args.batch_size).n_batches(TRAIN)
+    data = data_args(args.data, args.batch_size, args.limit_events)
+    names = [f.strip() for f in args.families.split(",") if f.strip()]
+    for name in names:
+        family(name, load_profile("gpu-illustrative"), 1, 1)  # an unknown family: one line
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.profile:
+            profile = load_profile(args.profile)
+        else:
+            print(f"profiling this machine on {args.nproc} rank(s)...", file=sys.stderr)
+            profile = measure_profile(Path(tmp) / "profile.json", data, args.nproc, args.repeat)
+    schedules = [
+        family(name, profile, 1 if name == "sequential" else args.nproc, n, memory="rows")
+        for name in names
+    ]
+    rows, traces = validate(schedules, profile, data)
+    print(f"{n} batches of {args.batch_size} events, profile {profile.name} ({profile.device})")
+    print_table(
+        [
+            [
+                f.name,
+                str(f.ranks),
+                "(" + ",".join(map(str, f.semantics)) + ")",
+                f"{f.predicted * 1e3:.2f}",
+                f"{f.measured * 1e3:.2f}",
+                f"{f.error * 100:+.1f}",
+                pct(f.predicted_bubble),
+                pct(f.measured_bubble),
+            ]
+            for f in rows
+        ],
+        [
+            "schedule",
+            "ranks",
+            "(s_mem,s_w,g)",
+            "predicted ms",
+            "measured ms",
+            "error %",
+            "sim bubble %",
+            "run bubble %",
+        ],
+    )
+    if args.gantt:
+        from tgpipe.gantt import write_gantt
+
+        write_gantt(traces, args.gantt, title="simulated and measured, on one time axis")
+        print(f"wrote Gantt chart {args.gantt}")
+
+
+def register(sub) -> None:
+    from tgpipe.cli import output_file, positive_int
+
+    p = sub.add_parser(
+        "validate",
+        help="simulate and run each family here; predicted vs measured period per batch",
+        description="Profile this machine, then for each family: simulate it from that "
+        "profile, run the same schedule for real on local ranks (one epoch), and print the "
+        "predicted and measured period per batch with the error, and one Gantt chart with "
+        "the simulated and measured traces on one time axis.",
+    )
+    p.add_argument(
+        "--data",
+        default="synthetic",
+        metavar="PATH",
+        help="a data set file or folder, or synthetic[:NODES,EVENTS] (default: %(default)s)",
+    )
+    p.add_argument("--nproc", type=positive_int, default=2, help="ranks (default: %(default)s)")
+    p.add_argument(
+        "--families",
+        default=",".join(FAMILY_NAMES),
+        help="comma-separated families (default: %(default)s)",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=600, help="(default: %(default)s)")
+    p.add_argument(
+        "--limit-events", type=positive_int, metavar="N", help="use the first N events only"
+    )
+    p.add_argument("--profile", metavar="FILE", help="use this profile instead of measuring one")
+    p.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=30,
+        help="batches each rank times per op when profiling (default: %(default)s)",
+    )
+    p.add_argument("--gantt", type=output_file, metavar="FILE.html", help="Gantt chart")
+    p.set_defaults(func=_main)

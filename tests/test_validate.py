@@ -1,0 +1,57 @@
+"""Fidelity: the CPU compute model of the simulator, and `tgpipe validate` end to end."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tgpipe.dag.profile import CostProfile, load_profile
+from tgpipe.errors import InputError
+from tgpipe.schedules.families import family
+from tgpipe.simulator.sim import simulate
+
+
+def _overlaps(rows):
+    rows = sorted(rows, key=lambda r: r.start)
+    return any(b.start < a.end - 1e-12 for a, b in zip(rows, rows[1:], strict=False))
+
+
+def test_cpu_compute_runs_one_op_at_a_time_per_rank():
+    gpu = load_profile("gpu-illustrative")
+    cpu = dataclasses.replace(gpu, compute="cpu")
+    for profile, overlap in ((gpu, True), (cpu, False)):
+        trace = simulate(family("pipetgl", profile, 2, 40), profile)
+        for rank in (0, 1):
+            rows = [r for r in trace.rows if r.rank == rank and r.op != "GRAD_SYNC"]
+            assert _overlaps(rows) is overlap
+    one = simulate(family("sequential", cpu, 1, 40), cpu)
+    per_batch = sum(cpu.cost(op) for op in cpu.ops if op != "GRAD_SYNC")
+    assert one.rows[-1].end == pytest.approx(40 * per_batch)
+
+
+def test_compute_is_saved_and_checked(tmp_path):
+    profile = dataclasses.replace(load_profile("gpu-illustrative"), compute="cpu")
+    profile.save(tmp_path / "p.json")
+    assert load_profile(tmp_path / "p.json").compute == "cpu"
+    data = json.loads((tmp_path / "p.json").read_text()) | {"compute": "tpu"}
+    with pytest.raises(InputError, match="field 'compute' must be one of gpu, cpu"):
+        CostProfile.from_dict(data)
+
+
+def test_validate_prints_predicted_and_measured_and_draws_both(tmp_path):
+    cmd = [sys.executable, "-m", "tgpipe", "validate", "--data", "synthetic:300,4000"]
+    cmd += ["--families", "sequential,pipetgl", "--repeat", "3", "--gantt", "g.html"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert "predicted ms" in lines[1] and "measured ms" in lines[1] and "error %" in lines[1]
+    rows = {line.split()[0]: line.split() for line in lines[3:5]}
+    assert set(rows) == {"sequential", "pipetgl(2)/rows"}
+    for cells in rows.values():
+        predicted, measured, error = map(float, cells[3:6])
+        assert predicted > 0 and measured > 0
+        assert error == pytest.approx((predicted - measured) / measured * 100, abs=0.1)
+    page = (tmp_path / "g.html").read_text()
+    assert page.count("(simulated)") >= 2 and page.count("(measured)") >= 2

@@ -1,0 +1,143 @@
+"""Subcommand `tgpipe demo`: the whole story on a built-in default, with no download.
+
+1. profile this machine (`tgpipe profile`, on the synthetic data set, all ranks at once);
+2. search the schedules for this machine, and for 2, 4 and 8 GPUs of the built-in
+   ``gpu-illustrative`` profile;
+3. simulate and run (one epoch, local gloo ranks) every family and the found schedule here;
+4. print the summary (predicted and measured period, error, bubbles, semantics) and write
+   one Gantt chart with every schedule's simulated and measured trace on one time axis.
+
+It is the first command of the README: it must stay under two minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["register"]
+
+SHAPES = (2, 4, 8)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _main(args: argparse.Namespace) -> None:
+    from tgpipe.dag.profile import load_profile
+    from tgpipe.executor.data import load_dataset
+    from tgpipe.executor.stream import TRAIN, Stream
+    from tgpipe.executor.validate import FAMILY_NAMES, data_args, measure_profile, validate
+    from tgpipe.gantt import write_gantt
+    from tgpipe.schedules.families import family
+    from tgpipe.schedules.search import search
+    from tgpipe.simulator.cli import pct, print_table
+
+    began = time.perf_counter()
+    graph = load_dataset(args.data)
+    n = Stream(graph, args.batch_size).n_batches(TRAIN)
+    data = data_args(args.data, args.batch_size, None)
+    W = args.nproc
+    with tempfile.TemporaryDirectory() as tmp:
+        _say(f"[1/4] profiling this machine: {args.data}, {W} rank(s) computing at once")
+        here = measure_profile(Path(tmp) / "profile.json", data, W, args.repeat)
+    per_batch = sum(here.cost(op) for op in here.ops) * 1e3
+    _say(f"      {here.device}: one batch's ops take {per_batch:.1f} ms on one rank")
+
+    _say(f"[2/4] searching schedules for this machine ({W} ranks) and for GPUs")
+    found = search(here, gpus_per_machine=W, n_batches=n)
+    _say(f"      here: {found.best.schedule.name}, {found.best.period * 1e3:.2f} ms per batch")
+    gpu = load_profile("gpu-illustrative")
+    shapes = []
+    for gpus in SHAPES:
+        r = search(gpu, gpus_per_machine=gpus)
+        speedup = r.best_family.period / r.best.period
+        shapes.append(
+            [
+                f"{gpus} GPUs",
+                r.best.schedule.name,
+                f"{r.best.period * 1e3:.3f}",
+                pct(r.best.bubble),
+                pct(r.best.gap),
+                r.best_family.schedule.name,
+                f"{speedup:.2f}x",
+            ]
+        )
+    print_table(
+        shapes,
+        ["gpu-illustrative", "found", "period ms", "bubble %", "gap %", "best family", "vs it"],
+    )
+
+    schedules = [
+        family(name, here, 1 if name == "sequential" else W, n, memory="rows")
+        for name in FAMILY_NAMES
+    ]
+    schedules.append(found.best.schedule)
+    _say(f"[3/4] simulating and running {len(schedules)} schedules here, one epoch each")
+    rows, traces = validate(schedules, here, data)
+
+    _say(f"[4/4] summary: {n} batches of {args.batch_size} events on this machine")
+    table = [
+        [
+            ("found: " if k == len(rows) - 1 else "") + f.name,
+            str(f.ranks),
+            f"{f.predicted * 1e3:.2f}",
+            f"{f.measured * 1e3:.2f}",
+            f"{f.error * 100:+.1f}",
+            pct(f.predicted_bubble),
+            pct(f.measured_bubble),
+            "(" + ",".join(map(str, f.semantics)) + ")",
+        ]
+        for k, f in enumerate(rows)
+    ]
+    print_table(
+        table,
+        [
+            "schedule",
+            "ranks",
+            "predicted ms",
+            "measured ms",
+            "error %",
+            "sim bubble %",
+            "run bubble %",
+            "(s_mem,s_w,g)",
+        ],
+    )
+    write_gantt(traces, args.gantt, title="tgpipe demo: simulated and measured on this machine")
+    _say(f"wrote {args.gantt} ({time.perf_counter() - began:.0f} s in all)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from tgpipe.cli import output_file, positive_int
+
+    p = sub.add_parser(
+        "demo",
+        help="profile this machine, search, simulate and run the schedules, print a summary",
+        description=sys.modules[__name__].__doc__.split("\n\n")[1],
+    )
+    p.add_argument(
+        "--data",
+        default="synthetic",
+        metavar="PATH",
+        help="a data set file or folder, or synthetic[:NODES,EVENTS] (default: %(default)s)",
+    )
+    p.add_argument("--nproc", type=positive_int, default=2, help="ranks (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=600, help="(default: %(default)s)")
+    p.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=20,
+        help="batches each rank times per op when profiling (default: %(default)s)",
+    )
+    p.add_argument(
+        "--gantt",
+        type=output_file,
+        default="gantt.html",
+        metavar="FILE.html",
+        help="the Gantt chart (default: %(default)s)",
+    )
+    p.set_defaults(func=_main)
