@@ -204,6 +204,8 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
         dist.gather_object((result.losses, result.rows) if result else ({}, []), gathered)
         if rank == 0:
             losses = {b: v for part in gathered for b, v in part[0].items()}
+            if args.trace_epochs == "last":  # the warm epoch only, from time 0, for measuring
+                all_rows, offset = [], 0.0
             rows = [
                 r._replace(start=r.start + offset, end=r.end + offset)
                 for part in gathered
@@ -351,6 +353,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--trace", type=output_file, metavar="FILE", help="save the measured trace (JSON)"
+    )
+    p.add_argument(
+        "--trace-epochs",
+        choices=("all", "last"),
+        default="all",
+        help="epochs the trace keeps: all, or the last (warm) one (default: %(default)s)",
     )
     p.add_argument(
         "--gantt", type=output_file, metavar="FILE.html", help="Gantt chart of the measured run"

@@ -72,15 +72,17 @@ def measure_profile(out: Path, data: list[str], nproc: int, repeat: int) -> Cost
     return load_profile(out)
 
 
-def run_schedule(schedule: Schedule, folder: Path, data: list[str]) -> Trace:
-    """Train one epoch with `schedule` (saved to a file first) on its ranks, locally."""
+def run_schedule(schedule: Schedule, folder: Path, data: list[str], epochs: int = 2) -> Trace:
+    """Train `epochs` epochs with `schedule` (saved to a file first) on its ranks, locally;
+    the trace of the last one (the first pays for warming up: allocations, first calls)."""
     nproc = schedule.n_ranks
     safe = "".join(c if c.isalnum() else "_" for c in schedule.name)
     path = folder / f"{safe}.schedule"
     schedule.save(path)
     trace = folder / f"{safe}.trace.json"
     args = ["run", "--schedule", str(path), *data, "--nproc", str(nproc), "--no-evaluate"]
-    _tgpipe([*args, "--timeout", "120", "--trace", str(trace)], f"running {schedule.name}")
+    args += ["--epochs", str(epochs), "--trace-epochs", "last", "--trace", str(trace)]
+    _tgpipe([*args, "--timeout", "120"], f"running {schedule.name}")
     return Trace.load(trace)
 
 
@@ -181,7 +183,8 @@ def register(sub) -> None:
         "validate",
         help="simulate and run each family here; predicted vs measured period per batch",
         description="Profile this machine, then for each family: simulate it from that "
-        "profile, run the same schedule for real on local ranks (one epoch), and print the "
+        "profile, run the same schedule for real on local ranks (two epochs; the second, warm, "
+        "is measured), and print the "
         "predicted and measured period per batch with the error, and one Gantt chart with "
         "the simulated and measured traces on one time axis.",
     )

@@ -3,7 +3,8 @@
 1. profile this machine (`tgpipe profile`, on the synthetic data set, all ranks at once);
 2. search the schedules for this machine, and for 2, 4 and 8 GPUs of the built-in
    ``gpu-illustrative`` profile;
-3. simulate and run (one epoch, local gloo ranks) every family and the found schedule here;
+3. simulate and run (two epochs, the second measured; local gloo ranks) every family and
+   the found schedule here;
 4. print the summary (predicted and measured period, error, bubbles, semantics) and write
    one Gantt chart with every schedule's simulated and measured trace on one time axis.
 
@@ -77,7 +78,7 @@ def _main(args: argparse.Namespace) -> None:
         for name in FAMILY_NAMES
     ]
     schedules.append(found.best.schedule)
-    _say(f"[3/4] simulating and running {len(schedules)} schedules here, one epoch each")
+    _say(f"[3/4] simulating and running {len(schedules)} schedules here, two epochs each")
     rows, traces = validate(schedules, here, data)
 
     _say(f"[4/4] summary: {n} batches of {args.batch_size} events on this machine")
