@@ -249,31 +249,34 @@ class RankRunner:
         sender = threading.Thread(
             target=self._guard, args=(self._sender,), name=f"rank{self.rank}-send", daemon=True
         )
-        if progress and self.store.shared:
-            threads.append(
-                threading.Thread(
-                    target=self._guard,
-                    args=(self._count_writes, progress, hi),
-                    name=f"rank{self.rank}-progress",
-                    daemon=True,
-                )
-            )
+        stop = threading.Event()
+        counter = threading.Thread(  # the shared store's writes: every rank's
+            target=self._count_writes, args=(progress, stop), name=f"rank{self.rank}-progress"
+        )
         for t in [*threads, sender]:
             t.start()
+        if progress and self.store.shared:
+            counter.start()
         for t in threads:
             t.join()
         self.outgoing.put(None)
         sender.join()
-        if self.errors:
-            raise self.errors[0]
-        self.store.wait_version(hi, self.abort)  # the peers' writes too: a consistent cut
+        try:
+            if self.errors:
+                raise self.errors[0]
+            self.store.wait_version(hi, self.abort)  # the peers' writes too: a consistent cut
+        finally:
+            stop.set()
+            if counter.is_alive():
+                counter.join()
 
-    def _count_writes(self, progress: Progress, hi: int) -> None:
-        """Move the bar with the shared store's version (every rank's writes)."""
-        while (seen := min(self.store.version, hi)) < hi and not self.abort.is_set():
-            progress.update(seen - progress.done)
-            time.sleep(_POLL)
-        progress.update(seen - progress.done)
+    def _count_writes(self, progress: Progress, stop: threading.Event) -> None:
+        """Move the bar with the shared store's version until `stop`."""
+        while True:
+            progress.update(self.store.version - progress.done)
+            if stop.wait(_POLL):
+                progress.update(self.store.version - progress.done)
+                return
 
     def end_epoch(self) -> EpochResult:
         return EpochResult(dict(self.losses), list(self.rows))
