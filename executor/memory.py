@@ -34,7 +34,11 @@ import torch
 
 from tgpipe.errors import InputError
 
-__all__ = ["MemoryRows", "MemoryStore"]
+__all__ = ["Aborted", "MemoryRows", "MemoryStore", "overwrite", "restore"]
+
+
+class Aborted(RuntimeError):
+    """Another thread of this rank failed; a wait gives up and this thread stops."""
 
 
 class MemoryRows(NamedTuple):
@@ -149,14 +153,7 @@ class MemoryStore:
                 return rows
             query = index.numpy()
             for batch in range(self.version - 1, version - 1, -1):  # newest first: oldest wins
-                written, old = self._undo[batch]
-                pos = np.searchsorted(written, query).clip(max=max(len(written) - 1, 0))
-                hit = np.flatnonzero(written[pos] == query) if len(written) else []
-                if len(hit):
-                    at = torch.as_tensor(hit, device=self.device)
-                    src = torch.as_tensor(pos[hit], device=self.device)
-                    for mine, theirs in zip(rows, old, strict=True):
-                        mine[at] = theirs[src]
+                restore(rows, query, *self._undo[batch])
             return rows
 
     def write(self, batch: int, nodes, rows: MemoryRows) -> None:
@@ -174,12 +171,8 @@ class MemoryStore:
             self._cond.notify_all()
 
     def _apply(self, index: torch.Tensor, rows: MemoryRows) -> None:
-        order = torch.argsort(index)
-        index, rows = index[order], rows.take(order.to(self.device))
-        dev_index = index.to(self.device)
-        self._undo[self.version] = (index.numpy(), self.table.take(dev_index))
-        for column, new in zip(self.table, rows, strict=True):
-            column[dev_index] = new
+        index, old = overwrite(self.table, index, rows)
+        self._undo[self.version] = (index.numpy(), old)
         self.version += 1
 
     def prune(self, version: int) -> None:
@@ -194,3 +187,33 @@ class MemoryStore:
     def undo_records(self) -> int:
         """How many undo records are held (bounded by the staleness when pruned)."""
         return len(self._undo)
+
+
+def overwrite(
+    table: MemoryRows, index: torch.Tensor, rows: MemoryRows
+) -> tuple[torch.Tensor, MemoryRows]:
+    """Write `rows` of the unique nodes `index` into `table`; returns the undo record of the
+    write: the nodes sorted (for `restore`'s search) and the rows they held before."""
+    order = torch.argsort(index)
+    index = index[order]
+    dev_index = index.to(table.mem.device)
+    old = table.take(dev_index)
+    for column, new in zip(table, rows.take(order.to(rows.mem.device)), strict=True):
+        column[dev_index] = new.to(column.device)
+    return index, old
+
+
+def restore(rows: MemoryRows, query: np.ndarray, written: np.ndarray, old: MemoryRows) -> None:
+    """Undo one write in `rows` (the rows of nodes `query`): where a node is among the
+    `written` (sorted) of an undo record, put back the row it held before. Applied to the
+    records newest first, it rebuilds an older version."""
+    if not len(written):
+        return
+    pos = np.searchsorted(written, query).clip(max=len(written) - 1)
+    hit = np.flatnonzero(written[pos] == query)
+    if len(hit):
+        device = rows.mem.device
+        at = torch.as_tensor(hit, device=device)
+        src = torch.as_tensor(pos[hit], device=old.mem.device)
+        for mine, theirs in zip(rows, old, strict=True):
+            mine[at] = theirs[src].to(device)

@@ -1,8 +1,10 @@
-"""One rank of a distributed run: its lanes as threads, its messages, its replica of memory.
+"""One rank of a distributed run: its lanes as threads, its messages, its node memory.
 
 `RankRunner` executes the `Program` that `tgpipe.executor.runtime.lower` gives this rank,
 calling the op functions of `tgpipe.executor.ops` (the same code the reference trainer and
-the profiler call). See `tgpipe.executor.runtime` for how the cross-rank edges travel.
+the profiler call). See `tgpipe.executor.runtime` for how the cross-rank edges travel. The
+node memory is this rank's replica (``rows`` backend) or the machine's shared store
+(``shared``, `tgpipe.executor.shared_store`); the runner uses either through one interface.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch.distributed as dist
 
 from tgpipe.dag.semantics import Semantics
 from tgpipe.executor.learner import Learner, load_weights
-from tgpipe.executor.memory import MemoryRows, MemoryStore
+from tgpipe.executor.memory import Aborted, MemoryRows, MemoryStore
 from tgpipe.executor.model import TGN, TGNConfig, build_model
 from tgpipe.executor.ops import (
     BatchState,
@@ -34,7 +36,8 @@ from tgpipe.executor.ops import (
     sample,
     step,
 )
-from tgpipe.executor.runtime import Message, Program, tag
+from tgpipe.executor.runtime import Message, Program, memory_readers, tag
+from tgpipe.executor.shared_store import SharedStore, ring_depth
 from tgpipe.executor.stream import Stream
 from tgpipe.executor.versions import memory_version, weight_version
 from tgpipe.progress import Progress
@@ -44,18 +47,29 @@ from tgpipe.trace import TraceRow
 __all__ = ["Aborted", "RankRunner"]
 
 _POLL = 0.2  # seconds between looks at the abort flag while waiting
-
-
-class Aborted(RuntimeError):
-    """Another lane of this rank failed; this one stops."""
+_READS = ("MEM_FETCH", "MEM_SUPPORT")
 
 
 class _Store(MemoryStore):
     """The rank's replica: remembers what its own MEM_WRITEs wrote, to send it on."""
 
+    shared = False  #: peers' writes arrive as messages
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.outbox: dict[int, tuple[torch.Tensor, MemoryRows]] = {}
+        self.abort: threading.Event | None = None
+
+    def begin(self, position, state: dict | None = None, oldest: int = 0) -> None:
+        """Start a segment (as `SharedStore.begin`): reset, or load a `state_dict`."""
+        self.outbox.clear()
+        if state is None:
+            self.reset()
+        else:
+            self.load_state_dict(state)
+
+    def wait_writable(self, batch: int, abort, timeout) -> None:
+        """A replica takes writes in any order: nothing to wait for."""
 
     def write(self, batch, nodes, rows, *, mine: bool = True) -> None:
         super().write(batch, nodes, rows)
@@ -125,7 +139,10 @@ class RankRunner:
         *,
         groups: dict[tuple[int, ...], object],
         timeout: float = 300.0,
+        shared_memory: int | None = None,
     ):
+        """`shared_memory`: a descriptor of the machine's shared store file (see
+        `tgpipe.executor.shared_store.open_run_file`); None: keep a replica, rows travel."""
         self.rank, self.schedule, self.program, self.stream = rank, schedule, program, stream
         self.semantics: Semantics = schedule.semantics
         self.config, self.timeout = config, timeout
@@ -134,7 +151,20 @@ class RankRunner:
         self.pg_group = {grp: groups.get(ranks) for grp, ranks in program.groups.items()}
         model = self._new_model()
         self.learner = Learner(model, config.lr)
-        self.store = _Store(stream.graph.n_nodes, config.memory_dim, model.mail_dim, stream.device)
+        shape = (stream.graph.n_nodes, config.memory_dim, model.mail_dim)
+        if shared_memory is not None:
+            self.store = SharedStore(
+                shared_memory,
+                *shape,
+                depth=ring_depth(self.semantics, schedule.n_ranks),
+                max_rows=2 * stream.batch_size,
+                readers=memory_readers(schedule),
+                rank=rank,
+                world=schedule.n_ranks,
+                timeout=timeout,
+            )
+        else:
+            self.store = _Store(*shape, stream.device)
         self._models: dict[int, TGN] = {}  #: weight version -> a model holding it
         self._spare: list[TGN] = []  #: models of versions no batch needs any more
         self.sends_weights = {
@@ -158,8 +188,7 @@ class RankRunner:
     def begin_epoch(self, epoch: int) -> None:
         """Zero memory, the weights of the epoch's start, nothing run yet."""
         self.epoch = epoch
-        self.store.reset()
-        self.store.outbox.clear()
+        self.store.begin((epoch, 0))
         self.versions = _Versions()
         self.versions.put(0, self.learner.pack())
         self.learner_version = 0
@@ -175,6 +204,10 @@ class RankRunner:
         for a in mine:
             self.left[a.batch] += 1
         self.finished = {b: threading.Event() for b in self.left}
+        self.reads_left: dict[int, int] = defaultdict(int)  #: batch -> its reads not done
+        for a in mine:
+            if a.op in _READS:
+                self.reads_left[a.batch] += 1
         self.window = {b: w for (r, b), w in self.schedule.window_waits().items() if r == self.rank}
         self.unfinished = set(self.left)
         self.count_lock = threading.Lock()
@@ -186,9 +219,9 @@ class RankRunner:
         change (every read and step waits for its version), so an epoch cut into segments
         computes what one run computes; between segments the state is a consistent cut that
         a checkpoint can save. `progress` counts every batch whose memory write this rank
-        sees (its own and, on the replica, its peers')."""
+        sees (its own and, on the replica, its peers'; on the shared store, every write)."""
         self.progress = progress
-        self.abort = threading.Event()
+        self.abort = self.store.abort = threading.Event()
         self.errors: list[BaseException] = []
         self.outgoing: queue.Queue = queue.Queue()
 
@@ -216,14 +249,34 @@ class RankRunner:
         sender = threading.Thread(
             target=self._guard, args=(self._sender,), name=f"rank{self.rank}-send", daemon=True
         )
+        stop = threading.Event()
+        counter = threading.Thread(  # the shared store's writes: every rank's
+            target=self._count_writes, args=(progress, stop), name=f"rank{self.rank}-progress"
+        )
         for t in [*threads, sender]:
             t.start()
+        if progress and self.store.shared:
+            counter.start()
         for t in threads:
             t.join()
         self.outgoing.put(None)
         sender.join()
-        if self.errors:
-            raise self.errors[0]
+        try:
+            if self.errors:
+                raise self.errors[0]
+            self.store.wait_version(hi, self.abort)  # the peers' writes too: a consistent cut
+        finally:
+            stop.set()
+            if counter.is_alive():
+                counter.join()
+
+    def _count_writes(self, progress: Progress, stop: threading.Event) -> None:
+        """Move the bar with the shared store's version until `stop`."""
+        while True:
+            progress.update(self.store.version - progress.done)
+            if stop.wait(_POLL):
+                progress.update(self.store.version - progress.done)
+                return
 
     def end_epoch(self) -> EpochResult:
         return EpochResult(dict(self.losses), list(self.rows))
@@ -246,7 +299,8 @@ class RankRunner:
     def load_state_dict(self, state: dict, done_below: int) -> None:
         """Go on from a `state_dict` taken after batches 0..done_below-1 of its epoch."""
         self.begin_epoch(state["epoch"])
-        self.store.load_state_dict(state["store"])
+        oldest = memory_version(self.semantics, done_below)  # what batches from here read
+        self.store.begin((state["epoch"], done_below), state["store"], oldest)
         self.learner.unpack(state["learner"])
         self.learner_version = state["learner_version"]
         device = self.stream.device
@@ -255,6 +309,8 @@ class RankRunner:
         for act, event in self.done.items():
             if act.batch < done_below:
                 event.set()
+        for b in [b for b in self.reads_left if b < done_below]:
+            del self.reads_left[b]
         for b in [b for b in self.unfinished if b < done_below]:
             self.left[b] = 0
             self.unfinished.discard(b)
@@ -298,6 +354,8 @@ class RankRunner:
                 TraceRow(self.rank, lane, act.op, act.batch, start - self.t0, end - self.t0)
             )
             self.done[act].set()
+            if act.op in _READS:
+                self._read_one(act.batch)
             self._finish_one(act.batch)
 
     def _state(self, batch: int) -> BatchState:
@@ -316,9 +374,19 @@ class RankRunner:
             self.unfinished.discard(batch)
             with self.states_lock:
                 self.states.pop(batch, None)
-            oldest = min(self.unfinished, default=self.schedule.n_batches)
-            self.store.prune(memory_version(self.semantics, oldest))
         self.finished[batch].set()
+
+    def _read_one(self, batch: int) -> None:
+        """One read of `batch` done; when its last is, the store may forget the versions
+        that only this rank's finished reads needed (on the shared store, this rank's
+        mark moves up, which frees undo slots for the writers)."""
+        with self.count_lock:
+            self.reads_left[batch] -= 1
+            if self.reads_left[batch]:
+                return
+            del self.reads_left[batch]
+            oldest = min(self.reads_left, default=self.schedule.n_batches)
+            self.store.prune(memory_version(self.semantics, oldest))
 
     def _compute_model(self, batch: int) -> TGN:
         """A model holding the weights `batch` computes with: the learner's own where it
@@ -343,8 +411,10 @@ class RankRunner:
         """Wait until what `op` reads from other lanes and ranks is there: the memory
         version, the weights; returns the model to compute with (or the packed learner a
         STEP starts from, None if this rank's learner holds it)."""
-        if op in ("MEM_FETCH", "MEM_SUPPORT"):
+        if op in _READS:
             self.store.wait_version(state.mem_version, self.abort)
+        if op == "MEM_WRITE":
+            self.store.wait_writable(state.batch, self.abort, self.timeout)
         if op in ("MEM_ROOT", "MEM_SUPPORT", "FWD", "BWD"):
             return self._compute_model(state.batch)
         if op == "STEP":
@@ -365,7 +435,7 @@ class RankRunner:
             mem_root(state, ready)
         elif op == "MEM_WRITE":
             mem_write(state, store)
-            if self.progress:
+            if self.progress and not store.shared:
                 self.progress.update()
         elif op == "MEM_SUPPORT":
             mem_support(state, store, ready)

@@ -79,6 +79,22 @@ def _check_checkpoint_args(args: argparse.Namespace, schedule, stream, world: in
             )
 
 
+def _memory_backend(args: argparse.Namespace, schedule, world: int) -> str:
+    """The node memory backend of a run: ``shared`` host memory when every rank is on one
+    machine (torchrun's LOCAL_WORLD_SIZE is the world), rows rank to rank otherwise or when
+    the schedule says so (``pipetgl/rows``); ``--memory`` chooses, within what can work."""
+    local = os.environ.get("LOCAL_WORLD_SIZE") == str(world)
+    if args.memory == "shared" and not local:
+        machines = os.environ.get("LOCAL_WORLD_SIZE", "?")
+        raise InputError(
+            f"--memory shared needs every rank on one machine, but this machine runs "
+            f"{machines} of the {world} ranks: use --memory rows (or auto)"
+        )
+    if args.memory == "auto":
+        return "shared" if local and schedule.memory == "host" else "rows"
+    return args.memory
+
+
 def _rank_main(args: argparse.Namespace) -> None:
     """The body of one rank (started by `tgpipe run --nproc` or by torchrun)."""
     import torch
@@ -86,11 +102,13 @@ def _rank_main(args: argparse.Namespace) -> None:
 
     from tgpipe.executor.rank import RankRunner
     from tgpipe.executor.runtime import lower, process_group_sets
+    from tgpipe.executor.shared_store import open_run_file
     from tgpipe.executor.watchdog import Watchdog, rendezvous
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.set_num_threads(args.threads)
     graph, stream, config, schedule = _build(args, world)
+    memory = args.memory = _memory_backend(args, schedule, world)  # _train prints it
     timeout = datetime.timedelta(seconds=args.timeout)
     store = rendezvous(rank, world, args.timeout)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)
@@ -102,13 +120,22 @@ def _rank_main(args: argparse.Namespace) -> None:
         }
         for ranks in process_group_sets(schedule):
             groups[ranks] = dist.new_group(list(ranks), backend="gloo", timeout=timeout)
-        programs = lower(schedule)
-        program = programs.get(rank)
-        runner = (
-            RankRunner(rank, schedule, program, stream, config, groups=groups, timeout=args.timeout)
-            if program
-            else None
-        )
+        fd = open_run_file(store, rank, dist.barrier) if memory == "shared" else None
+        program = lower(schedule, memory).get(rank)
+        runner = None
+        if program:
+            runner = RankRunner(
+                rank,
+                schedule,
+                program,
+                stream,
+                config,
+                groups=groups,
+                timeout=args.timeout,
+                shared_memory=fd,
+            )
+        elif fd is not None:
+            os.close(fd)
         try:
             _train(args, rank, world, schedule, stream, runner, groups)
         except Exception:
@@ -137,7 +164,8 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
     if rank == 0:
         print(
             f"{schedule.name}: {schedule.n_batches} batches of {args.batch_size} events per "
-            f"epoch on {schedule.n_ranks} rank(s) of {world}, semantics {schedule.semantics}",
+            f"epoch on {schedule.n_ranks} rank(s) of {world}, semantics {schedule.semantics}, "
+            f"memory {args.memory}",
             flush=True,
         )
     n, g = schedule.n_batches, schedule.semantics.g
@@ -265,7 +293,7 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
     if args.dump and runner:
         torch.save(
             {
-                "table": tuple(runner.store.table),
+                "table": tuple(t.clone() for t in runner.store.table),
                 "learner": runner.learner.pack(),
                 "losses": all_losses if rank == 0 else None,
             },
@@ -325,6 +353,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=2,
         metavar="K",
         help="mspipe's staleness bound (default: %(default)s)",
+    )
+    p.add_argument(
+        "--memory",
+        choices=("auto", "shared", "rows"),
+        default="auto",
+        help="node memory backend: one table in shared host memory for the ranks of a "
+        "machine, or a replica per rank with the rows sent rank to rank; auto: shared when "
+        "every rank is on one machine and the schedule's memory is host (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument(

@@ -4,12 +4,15 @@
 list of steps, plus the receives its peers' messages need. A step is an op of the DAG or a
 message; the cross-rank edges of the DAG become messages:
 
-- *memory*: every rank keeps a replica of the node memory (a versioned `MemoryStore`). Each
-  MEM_WRITE is followed by a send of the rows it wrote to every other rank; each rank posts a
-  receive for every write of every peer and applies it. The store applies writes in batch
-  order whatever order they arrive in, and a read waits until the store holds the version its
-  semantics name, and rebuilds that version if later writes are already in: every read is
-  exactly the one the reference trainer makes.
+- *memory*, with the ``rows`` backend (ranks on several machines): every rank keeps a replica
+  of the node memory (a versioned `MemoryStore`). Each MEM_WRITE is followed by a send of the
+  rows it wrote to every other rank; each rank posts a receive for every write of every peer
+  and applies it. The store applies writes in batch order whatever order they arrive in, and
+  a read waits until the store holds the version its semantics name, and rebuilds that
+  version if later writes are already in: every read is exactly the one the reference
+  trainer makes. With the ``shared`` backend (ranks on one machine) all ranks map one
+  versioned store in shared host memory (`tgpipe.executor.shared_store`) with the same
+  semantics, and no memory message is needed.
 - *weights*: a STEP whose result a batch on another rank needs (the next step of a ring; the
   weights a stale batch computes with) is followed by a send of the packed learner (weights,
   Adam moments, step count), so a ring is exactly "sequential steps with stale gradients".
@@ -37,7 +40,10 @@ from tgpipe.dag.build import predecessors
 from tgpipe.errors import InputError
 from tgpipe.schedules.ir import Action, Schedule
 
-__all__ = ["Message", "Program", "lower", "process_group_sets", "tag"]
+__all__ = ["MEMORY", "Message", "Program", "lower", "memory_readers", "process_group_sets", "tag"]
+
+#: The node memory backends of the runtime (see the module doc).
+MEMORY = ("shared", "rows")
 
 #: Tags, unique within a process group: four per batch for memory rows (size, node ids,
 #: float32 columns, float64 times); the packed learner of a weight message uses the first.
@@ -66,8 +72,17 @@ class Program:
         return [s for steps in self.lanes.values() for s in steps if isinstance(s, Action)]
 
 
-def lower(schedule: Schedule) -> dict[int, Program]:
-    """One `Program` per rank of the schedule (see the module doc)."""
+def memory_readers(schedule: Schedule) -> list[int]:
+    """The ranks that read node memory (those that need its writes)."""
+    place = schedule.placement()
+    return sorted({place[a][0] for a in place if a.op in ("MEM_FETCH", "MEM_SUPPORT")})
+
+
+def lower(schedule: Schedule, memory: str = "rows") -> dict[int, Program]:
+    """One `Program` per rank of the schedule with the `memory` backend (see the module
+    doc)."""
+    if memory not in MEMORY:
+        raise InputError(f"unknown memory backend {memory!r}: use one of {', '.join(MEMORY)}")
     place = schedule.placement()
     preds = predecessors(schedule.semantics, schedule.n_batches)
     rank_of = {act: loc[0] for act, loc in place.items()}
@@ -89,7 +104,7 @@ def lower(schedule: Schedule) -> dict[int, Program]:
                 "needs each batch of a group on its own rank"
             )
         groups[b // g] = (*members, rank)
-    readers = sorted({rank_of[a] for a in place if a.op in ("MEM_FETCH", "MEM_SUPPORT")})
+    readers = memory_readers(schedule) if memory == "rows" else []
     weight_to: dict[Action, set[int]] = defaultdict(set)
     for act, plist in preds.items():
         for (op, j), kind in plist:

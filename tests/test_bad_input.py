@@ -57,13 +57,15 @@ def trace(rows, meta=None) -> str:
 @dataclass(frozen=True)
 class Case:
     """A command line (``{ro}`` stands for a read-only folder), its input files, and two
-    substrings of the one error line: the problem, and what to do about it."""
+    substrings of the one error line: the problem, and what to do about it; `env`: more
+    environment (what torchrun gives a rank, say)."""
 
     id: str
     args: tuple[str, ...]
     problem: str
     remedy: str
     files: dict[str, str | bytes] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 CASES = [
@@ -612,6 +614,16 @@ CASES = [
         "",
         {"d.csv": LONG_CSV},
     ),
+    # ---- tgpipe run: refused in a rank, as torchrun starts it -------------------------------
+    Case(
+        "run-shared-memory-on-two-machines",
+        ("run", "--memory", "shared", "--data", "d.csv"),
+        "--memory shared needs every rank on one machine, but this machine runs 1 of the 2",
+        "use --memory rows",
+        {"d.csv": LONG_CSV},
+        # rank 0 of torchrun --nnodes 2 --nproc-per-node 1: refused before it meets the others
+        {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"},
+    ),
     # ---- tgpipe profile: refused in the launcher, before any rank starts ------------------
     Case(
         "measure-missing-data",
@@ -685,6 +697,7 @@ def _run(case: Case, folder: Path) -> dict:
         text=True,
         cwd=folder,
         timeout=120,
+        env={**os.environ, **case.env},
     )
     outputs = [args[k + 1] for k, a in enumerate(args[:-1]) if a in OUTPUT_OPTIONS]
     return {

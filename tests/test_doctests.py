@@ -21,6 +21,7 @@ MODULES = [
     "tgpipe.executor.download",
     "tgpipe.executor.sampler",
     "tgpipe.executor.memory",
+    "tgpipe.executor.shared_store",
     "tgpipe.executor.model",
     "tgpipe.executor.stream",
     "tgpipe.executor.learner",

@@ -3,7 +3,8 @@
 Each test starts real ranks (separate processes on gloo, as `tgpipe run` or torchrun starts
 them) on a slice of the real data, and compares what every rank ends with (node memory,
 mailbox, weights, Adam moments and step count, per-batch losses) with the reference trainer
-run under the schedule's semantics.
+run under the schedule's semantics, with either node memory backend: the machine's shared
+store, or a replica per rank with the rows sent between ranks.
 """
 
 import subprocess
@@ -24,7 +25,7 @@ EVENTS, BATCH = 3000, 300
 TOLERANCE = 1e-5
 
 
-def _args(data, schedule, dump, epochs=1):
+def _args(data, schedule, dump, epochs=1, memory="auto"):
     return [
         "run",
         "--schedule",
@@ -42,6 +43,8 @@ def _args(data, schedule, dump, epochs=1):
         "30",
         "--dump",
         str(dump),
+        "--memory",
+        memory,
     ]
 
 
@@ -77,22 +80,30 @@ def _check(data, name, ranks, dump, epochs=1):
 
 
 @pytest.mark.parametrize(
-    "name, epochs",
-    [("sequential", 1), ("pipetgl", 2), ("data_parallel", 1), ("mspipe", 1)],
+    "name, epochs, memory",
+    [
+        ("sequential", 1, "auto"),
+        ("pipetgl", 2, "rows"),
+        ("pipetgl", 2, "shared"),
+        ("data_parallel", 1, "auto"),
+        ("mspipe", 1, "rows"),
+        ("mspipe", 1, "shared"),
+    ],
 )
-def test_two_ranks_equal_the_reference(wikipedia_csv, tmp_path, name, epochs):
+def test_two_ranks_equal_the_reference(wikipedia_csv, tmp_path, name, epochs, memory):
     dump = tmp_path / "state"
     cmd = [
         sys.executable,
         "-m",
         "tgpipe",
-        *_args(wikipedia_csv, name, dump, epochs),
+        *_args(wikipedia_csv, name, dump, epochs, memory),
         "--nproc",
         "2",
     ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert f"epoch {epochs - 1}:" in run.stdout
+    assert f"memory {'shared' if memory == 'auto' else memory}" in run.stdout  # one machine
     _check(wikipedia_csv, name, 1 if name == "sequential" else 2, dump, epochs)
 
 
@@ -133,4 +144,5 @@ def test_two_machines_on_loopback_equal_the_reference(wikipedia_csv, tmp_path):
             p.kill()
     for p, (_, err) in zip(launchers, outputs, strict=True):
         assert p.returncode == 0, err[-2000:]
+    assert "memory rows" in outputs[0][0]  # auto: the ranks are on two machines
     _check(wikipedia_csv, "pipetgl", 2, dump)
