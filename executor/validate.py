@@ -139,7 +139,7 @@ def _main(args) -> None:
             print(f"profiling this machine on {args.nproc} rank(s)...", file=sys.stderr)
             profile = measure_profile(Path(tmp) / "profile.json", data, args.nproc, args.repeat)
     schedules = [
-        family(name, profile, 1 if name == "sequential" else args.nproc, n, memory="rows")
+        family(name, profile, 1 if name == "sequential" else args.nproc, n)
         for name in names
     ]
     rows, traces = validate(schedules, profile, data)

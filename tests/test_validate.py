@@ -48,7 +48,7 @@ def test_validate_prints_predicted_and_measured_and_draws_both(tmp_path):
     lines = done.stdout.splitlines()
     assert "predicted ms" in lines[1] and "measured ms" in lines[1] and "error %" in lines[1]
     rows = {line.split()[0]: line.split() for line in lines[3:5]}
-    assert set(rows) == {"sequential", "pipetgl(2)/rows"}
+    assert set(rows) == {"sequential", "pipetgl(2)"}
     for cells in rows.values():
         predicted, measured, error = map(float, cells[3:6])
         assert predicted > 0 and measured > 0

@@ -74,7 +74,7 @@ def _main(args: argparse.Namespace) -> None:
     )
 
     schedules = [
-        family(name, here, 1 if name == "sequential" else W, n, memory="rows")
+        family(name, here, 1 if name == "sequential" else W, n)
         for name in FAMILY_NAMES
     ]
     schedules.append(found.best.schedule)
