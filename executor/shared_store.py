@@ -156,8 +156,10 @@ class SharedStore:
         self._thread_lock = threading.Lock()
         with self._locked():
             if os.fstat(self._fd).st_size == 0:
+                # reserved now: a full /dev/shm refuses here, not with a SIGBUS mid-run
+                size = getattr(os, "posix_fallocate", lambda fd, _, n: os.ftruncate(fd, n))
                 try:
-                    os.posix_fallocate(self._fd, 0, plan["size"])
+                    size(self._fd, 0, plan["size"])
                 except OSError as exc:
                     os.ftruncate(self._fd, 0)
                     raise InputError(
