@@ -38,8 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         profile = measure_profile(Path(tmp) / "profile.json", data, args.nproc, 30)
     schedules = [
-        family(f, profile, 1 if f == "sequential" else args.nproc, n)
-        for f in FAMILY_NAMES
+        family(f, profile, 1 if f == "sequential" else args.nproc, n) for f in FAMILY_NAMES
     ]
     rows, _ = validate(schedules, profile, data)
     print(f"{n} batches of {args.batch_size} events, {profile.device}, {args.nproc} ranks")

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from tgpipe.cli import nonnegative_int, output_file, positive_int
+from tgpipe.cli import add_data_args, nonnegative_int, output_file, positive_int
 from tgpipe.errors import InputError
 
 __all__ = ["register"]
@@ -213,26 +213,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "all-reduce. Writes a CostProfile for 'tgpipe simulate --profile' and 'tgpipe search "
         "--profile'.",
     )
-    p.add_argument(
-        "--data",
-        default="synthetic",
-        metavar="PATH",
-        help="a data set file or folder, or synthetic[:NODES,EVENTS] (default: %(default)s)",
-    )
+    add_data_args(p)
     p.add_argument(
         "--device",
         choices=("cpu", "cuda"),
         default="cpu",
         help="where the ops run: gloo ranks on the CPU, or NCCL ranks, one per GPU "
         "(default: %(default)s)",
-    )
-    p.add_argument("--batch-size", type=positive_int, default=600, help="(default: %(default)s)")
-    p.add_argument(
-        "--limit-events",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="use only the first N events of the data",
     )
     p.add_argument(
         "--warmup",

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from tgpipe.cli import output_file, positive_int
+from tgpipe.cli import add_data_args, output_file, positive_int
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_open, check_writable
 
@@ -329,24 +329,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FAMILY|FILE",
         help="a family or a schedule file (default: %(default)s)",
     )
-    p.add_argument(
-        "--data",
-        default="synthetic",
-        metavar="PATH",
-        help="a data set file or folder, or synthetic[:NODES,EVENTS] (default: %(default)s)",
-    )
+    add_data_args(p)
     p.add_argument(
         "--nproc", type=positive_int, default=2, help="local ranks to start (default: %(default)s)"
     )
     p.add_argument("--epochs", type=positive_int, default=1, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=600, help="(default: %(default)s)")
-    p.add_argument(
-        "--limit-events",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="use only the first N events of the data",
-    )
     p.add_argument(
         "--mspipe-k",
         type=positive_int,

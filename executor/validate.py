@@ -139,8 +139,7 @@ def _main(args) -> None:
             print(f"profiling this machine on {args.nproc} rank(s)...", file=sys.stderr)
             profile = measure_profile(Path(tmp) / "profile.json", data, args.nproc, args.repeat)
     schedules = [
-        family(name, profile, 1 if name == "sequential" else args.nproc, n)
-        for name in names
+        family(name, profile, 1 if name == "sequential" else args.nproc, n) for name in names
     ]
     rows, traces = validate(schedules, profile, data)
     print(f"{n} batches of {args.batch_size} events, profile {profile.name} ({profile.device})")
@@ -177,7 +176,7 @@ def _main(args) -> None:
 
 
 def register(sub) -> None:
-    from tgpipe.cli import output_file, positive_int
+    from tgpipe.cli import add_data_args, output_file, positive_int
 
     p = sub.add_parser(
         "validate",
@@ -188,21 +187,12 @@ def register(sub) -> None:
         "predicted and measured period per batch with the error, and one Gantt chart with "
         "the simulated and measured traces on one time axis.",
     )
-    p.add_argument(
-        "--data",
-        default="synthetic",
-        metavar="PATH",
-        help="a data set file or folder, or synthetic[:NODES,EVENTS] (default: %(default)s)",
-    )
+    add_data_args(p)
     p.add_argument("--nproc", type=positive_int, default=2, help="ranks (default: %(default)s)")
     p.add_argument(
         "--families",
         default=",".join(FAMILY_NAMES),
         help="comma-separated families (default: %(default)s)",
-    )
-    p.add_argument("--batch-size", type=positive_int, default=600, help="(default: %(default)s)")
-    p.add_argument(
-        "--limit-events", type=positive_int, metavar="N", help="use the first N events only"
     )
     p.add_argument("--profile", metavar="FILE", help="use this profile instead of measuring one")
     p.add_argument(

@@ -82,6 +82,26 @@ def output_file(text: str) -> str:
     return text
 
 
+def add_data_args(p: argparse.ArgumentParser, *, limit: bool = True) -> None:
+    """--data, --batch-size (and --limit-events): the data and batches of every command
+    that trains, profiles or runs."""
+    p.add_argument(
+        "--data",
+        default="synthetic",
+        metavar="PATH",
+        help="a data set file or folder, or synthetic[:NODES,EVENTS] (default: %(default)s)",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=600, help="(default: %(default)s)")
+    if limit:
+        p.add_argument(
+            "--limit-events",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="use only the first N events of the data",
+        )
+
+
 def add_profile_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",

@@ -73,10 +73,7 @@ def _main(args: argparse.Namespace) -> None:
         ["gpu-illustrative", "found", "period ms", "bubble %", "gap %", "best family", "vs it"],
     )
 
-    schedules = [
-        family(name, here, 1 if name == "sequential" else W, n)
-        for name in FAMILY_NAMES
-    ]
+    schedules = [family(name, here, 1 if name == "sequential" else W, n) for name in FAMILY_NAMES]
     schedules.append(found.best.schedule)
     _say(f"[3/4] simulating and running {len(schedules)} schedules here, two epochs each")
     rows, traces = validate(schedules, here, data)
@@ -113,21 +110,15 @@ def _main(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from tgpipe.cli import output_file, positive_int
+    from tgpipe.cli import add_data_args, output_file, positive_int
 
     p = sub.add_parser(
         "demo",
         help="profile this machine, search, simulate and run the schedules, print a summary",
         description=sys.modules[__name__].__doc__.split("\n\n")[1],
     )
-    p.add_argument(
-        "--data",
-        default="synthetic",
-        metavar="PATH",
-        help="a data set file or folder, or synthetic[:NODES,EVENTS] (default: %(default)s)",
-    )
+    add_data_args(p, limit=False)
     p.add_argument("--nproc", type=positive_int, default=2, help="ranks (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=600, help="(default: %(default)s)")
     p.add_argument(
         "--repeat",
         type=positive_int,
