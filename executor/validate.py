@@ -8,7 +8,7 @@ one after the other so that they do not share the machine.
 
 Examples
 --------
->>> Fidelity("pipetgl(2)", 2, (0, 1, 1), predicted=0.020, measured=0.025).error
+>>> round(Fidelity("pipetgl(2)", 2, (0, 1, 1), predicted=0.020, measured=0.025).error, 3)
 -0.2
 """
 
