@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,7 +62,9 @@ def _rank(path: str, rank: int, out) -> None:
     out.put((rank, seen, tuple(t.numpy().copy() for t in store.table) if rank == 0 else None))
 
 
-def test_two_processes_read_and_write_as_one_memory_store(tmp_path):
+def test_two_processes_read_and_write_as_one_memory_store(tmp_path, monkeypatch):
+    # the children import this module as tests.test_shared_store: from the checkout's root
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     path = tmp_path / "store"
     path.touch()
     ctx = multiprocessing.get_context("spawn")
