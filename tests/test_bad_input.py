@@ -624,6 +624,25 @@ CASES = [
         # rank 0 of torchrun --nnodes 2 --nproc-per-node 1: refused before it meets the others
         {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"},
     ),
+    # ---- tgpipe validate and tgpipe demo: refused before any profiling or rank ------------
+    Case(
+        "validate-unknown-family",
+        ("validate", "--families", "sequential,foo", "--gantt", "g.html"),
+        "unknown schedule family 'foo'",
+        "use one of sequential",
+    ),
+    Case(
+        "validate-missing-data",
+        ("validate", "--data", "nothere.csv", "--gantt", "g.html"),
+        "no such file or folder: nothere.csv",
+        "check the path",
+    ),
+    Case(
+        "demo-unwritable-gantt",
+        ("demo", "--gantt", "no/g.html"),
+        "cannot write no/g.html: no folder no",
+        "create it or choose another path",
+    ),
     # ---- tgpipe profile: refused in the launcher, before any rank starts ------------------
     Case(
         "measure-missing-data",
