@@ -3,8 +3,10 @@
 Edges carry a *kind*:
 
 - ``data``: inside a batch (SAMPLE -> FEAT -> FWD, MEM_FETCH -> MEM_ROOT -> MEM_WRITE, ...);
-- ``memory``: MEM_WRITE of every batch of group G-1-s_mem -> MEM_FETCH and MEM_SUPPORT of the
-  batches of group G (with g = 1: MEM_WRITE(i-1-s_mem) -> MEM_FETCH(i));
+- ``memory``: MEM_WRITE of every batch of groups G-1-2s_mem..G-1-s_mem -> MEM_FETCH and
+  MEM_SUPPORT of the batches of group G (with g = 1 and s_mem = 0: MEM_WRITE(i-1) ->
+  MEM_FETCH(i)): a read sees every write before its version, and the older of those are not
+  ordered before it by any other path;
 - ``param``: STEP(i - g(1+s_w)) -> MEM_ROOT(i), MEM_SUPPORT(i) and FWD(i), the ops that
   compute with the weights (the memory GRU is a weight too); and STEP(i-g) -> STEP(i) (steps
   are sequential);
@@ -98,8 +100,11 @@ def batch_edges(semantics: Semantics, i: int) -> Iterator[tuple[str, int, str, i
                 yield "BWD", j, "GRAD_SYNC", i, "group"
     else:
         yield "BWD", i, "STEP", i, "data"
-    read = i // g - 1 - s_mem  # the group whose writes batch i must see
-    if read >= 0:
+    # batch i reads the version after the writes of groups 0..G-1-s_mem; those of the groups
+    # before G-1-s_mem are ordered before it through their own reads only back to group
+    # G-1-2s_mem, so the edges come from each of the s_mem+1 groups G-1-2s_mem..G-1-s_mem
+    last = i // g - 1 - s_mem
+    for read in range(max(0, last - s_mem), last + 1):
         for j in range(read * g, read * g + g):
             yield "MEM_WRITE", j, "MEM_FETCH", i, "memory"
             yield "MEM_WRITE", j, "MEM_SUPPORT", i, "memory"

@@ -69,12 +69,12 @@ def test_group_reads_one_memory_version(hand, g, s_mem):
             }
             for i in range(group * g, group * g + g)
         ]
-        read_group = group - 1 - s_mem
-        expected = (
-            {f"MEM_WRITE{j}" for j in range(read_group * g, read_group * g + g)}
-            if read_group >= 0
-            else set()
-        )
+        last = group - 1 - s_mem  # the newest group it must see, and s_mem groups before it
+        expected = {
+            f"MEM_WRITE{j}"
+            for k in range(max(0, last - s_mem), last + 1)
+            for j in range(k * g, k * g + g)
+        }
         assert all(r == expected for r in reads)
 
 
