@@ -46,6 +46,7 @@ from tgpipe.executor.learner import Learner, copy_params, snapshot_params
 from tgpipe.executor.memory import MemoryStore
 from tgpipe.executor.model import TGN, TGNConfig, build_model
 from tgpipe.executor.ops import (
+    BatchState,
     average_grads,
     bwd,
     feat,
@@ -132,13 +133,7 @@ class Reference:
             grads = []
             for b in range(first, min(first + sem.g, n)):
                 state = open_batch(stream, b, epoch=epoch, semantics=sem)
-                sample(state, stream)
-                feat(state, stream)
-                mem_fetch(state, store)
-                mem_root(state, model)
-                mem_write(state, store)
-                mem_support(state, store, model)
-                fwd(state, model)
+                forward(state, stream, store, model)
                 bwd(state, model)
                 losses.append(state.loss_value)
                 grads.append(state.grads)
@@ -158,6 +153,18 @@ class Reference:
         return evaluate(self.stream, self.learner.model, self.store, phases)
 
 
+def forward(state: BatchState, stream: Stream, store: MemoryStore, model: TGN) -> None:
+    """A batch's ops up to its loss, in the DAG's order, one after the other: what training
+    and evaluation share (training goes on with BWD and STEP)."""
+    sample(state, stream)
+    feat(state, stream)
+    mem_fetch(state, store)
+    mem_root(state, model)
+    mem_write(state, store)
+    mem_support(state, store, model)
+    fwd(state, model)
+
+
 @torch.no_grad()
 def evaluate(
     stream: Stream, model: TGN, store: MemoryStore, phases: tuple[int, ...] = (VAL, TEST)
@@ -174,13 +181,7 @@ def evaluate(
         aps, aucs = [], []
         for b in range(stream.n_batches(phase)):
             state = open_batch(stream, b, phase=phase)
-            sample(state, stream)
-            feat(state, stream)
-            mem_fetch(state, store)
-            mem_root(state, model)
-            mem_write(state, store)
-            mem_support(state, store, model)
-            fwd(state, model)
+            forward(state, stream, store, model)
             logits = torch.cat([state.pos_logit, state.neg_logit]).cpu().numpy()
             labels = np.repeat([1, 0], state.size)
             aps.append(average_precision(logits, labels))
