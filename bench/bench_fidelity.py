@@ -12,13 +12,16 @@ verdict: the largest error, and whether every family is within 10 %.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
-from tgpipe.executor.data import load_dataset
-from tgpipe.executor.stream import TRAIN, Stream
-from tgpipe.executor.validate import FAMILY_NAMES, data_args, measure_profile, validate
-from tgpipe.schedules.families import family
+from tgpipe.executor.validate import (
+    FAMILY_NAMES,
+    data_args,
+    family_schedules,
+    measure_profile,
+    training_batches,
+    validate,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikipedia.csv"
 
@@ -30,16 +33,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=600)
     p.add_argument("--nproc", type=int, default=2)
     args = p.parse_args()
-    graph = load_dataset(args.data)
-    if args.limit_events:
-        graph = graph.slice(0, min(args.limit_events, graph.n_events))
-    n = Stream(graph, args.batch_size).n_batches(TRAIN)
-    data = data_args(args.data, args.batch_size, args.limit_events or None)
-    with tempfile.TemporaryDirectory() as tmp:
-        profile = measure_profile(Path(tmp) / "profile.json", data, args.nproc, 30)
-    schedules = [
-        family(f, profile, 1 if f == "sequential" else args.nproc, n) for f in FAMILY_NAMES
-    ]
+    limit = args.limit_events or None
+    n = training_batches(args.data, args.batch_size, limit)
+    data = data_args(args.data, args.batch_size, limit)
+    profile = measure_profile(data, args.nproc, 30)
+    schedules = family_schedules(FAMILY_NAMES, profile, args.nproc, n)
     rows, _ = validate(schedules, profile, data)
     print(f"{n} batches of {args.batch_size} events, {profile.device}, {args.nproc} ranks")
     print(f"{'schedule':<18}{'predicted ms':>13}{'measured ms':>13}{'error %':>9}")

@@ -15,13 +15,27 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
-__all__ = ["free_port", "spawn", "under_launcher"]
+__all__ = ["free_port", "run_ranks", "spawn", "under_launcher"]
 
 
 def under_launcher() -> bool:
     """True in a process that torchrun (or `spawn`) started as one rank."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def run_ranks(nproc: int, rank_main: Callable[[], None], check: Callable[[], None]) -> None:
+    """The body of a command that runs on ranks: under a launcher, this process's rank;
+    started by hand, `check` (refuse bad input before any rank starts), then `nproc` local
+    ranks of this same command line, exiting with their status."""
+    if under_launcher():
+        rank_main()
+        return
+    check()
+    status = spawn(sys.argv[1:], nproc)
+    if status:
+        raise SystemExit(status)
 
 
 def free_port() -> int:

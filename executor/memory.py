@@ -34,7 +34,9 @@ import torch
 
 from tgpipe.errors import InputError
 
-__all__ = ["Aborted", "MemoryRows", "MemoryStore", "overwrite", "restore"]
+__all__ = ["POLL", "Aborted", "MemoryRows", "MemoryStore", "overwrite", "restore"]
+
+POLL = 0.2  #: seconds between looks at an abort flag while a thread waits
 
 
 class Aborted(RuntimeError):
@@ -127,6 +129,14 @@ class MemoryStore:
                 b: (i, MemoryRows(*r).to(dev)) for b, (i, r) in state["pending"].items()
             }
             self._cond.notify_all()
+
+    def wait_version(self, version: int, abort: threading.Event | None = None) -> None:
+        """Wait until the store holds `version`; `Aborted` once `abort` is set (another
+        thread of the rank failed), looked at every `POLL` seconds."""
+        with self._cond:
+            while not self._cond.wait_for(lambda: self.version >= version, timeout=POLL):
+                if abort is not None and abort.is_set():
+                    raise Aborted()
 
     def read(self, nodes, version: int, timeout: float | None = None) -> MemoryRows:
         """The rows of `nodes` as they were at `version` (after the writes of batches before it).

@@ -190,16 +190,13 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
 
 
 def _run(args: argparse.Namespace) -> None:
-    from tgpipe.executor.launch import spawn, under_launcher
+    from tgpipe.executor.launch import run_ranks
 
-    if under_launcher():
-        _rank_main(args)
-        return
-    _check_device(args)  # refuse bad input here, before any rank starts
-    _stream(args, "cpu")
-    status = spawn(sys.argv[1:], args.nproc)
-    if status:
-        raise SystemExit(status)
+    def check() -> None:
+        _check_device(args)
+        _stream(args, "cpu")
+
+    run_ranks(args.nproc, lambda: _rank_main(args), check)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from tgpipe.dag.semantics import Semantics
 from tgpipe.executor.learner import Learner, load_weights
-from tgpipe.executor.memory import Aborted, MemoryRows, MemoryStore
+from tgpipe.executor.memory import POLL, Aborted, MemoryRows, MemoryStore
 from tgpipe.executor.model import TGN, TGNConfig, build_model
 from tgpipe.executor.ops import (
     BatchState,
@@ -46,7 +46,6 @@ from tgpipe.trace import TraceRow
 
 __all__ = ["Aborted", "RankRunner"]
 
-_POLL = 0.2  # seconds between looks at the abort flag while waiting
 _READS = ("MEM_FETCH", "MEM_SUPPORT")
 
 
@@ -76,12 +75,6 @@ class _Store(MemoryStore):
         if mine:
             self.outbox[batch] = (torch.as_tensor(nodes, dtype=torch.int64), rows)
 
-    def wait_version(self, version: int, abort: threading.Event) -> None:
-        with self._cond:
-            while not self._cond.wait_for(lambda: self.version >= version, timeout=_POLL):
-                if abort.is_set():
-                    raise Aborted()
-
 
 class _Versions:
     """Packed learners (weights + Adam state) by version: what weights travel as."""
@@ -103,7 +96,7 @@ class _Versions:
                     raise Aborted()
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"weights of version {version} never arrived")
-                self._cond.wait(_POLL)
+                self._cond.wait(POLL)
             return self._packed[version]
 
     def prune(self, below: int) -> None:
@@ -274,7 +267,7 @@ class RankRunner:
         """Move the bar with the shared store's version until `stop`."""
         while True:
             progress.update(self.store.version - progress.done)
-            if stop.wait(_POLL):
+            if stop.wait(POLL):
                 progress.update(self.store.version - progress.done)
                 return
 
@@ -326,7 +319,7 @@ class RankRunner:
             self.abort.set()
 
     def _wait(self, event: threading.Event) -> None:
-        while not event.wait(_POLL):
+        while not event.wait(POLL):
             if self.abort.is_set():
                 raise Aborted()
 

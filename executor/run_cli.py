@@ -6,7 +6,6 @@ import argparse
 import datetime
 import json
 import os
-import sys
 import time
 
 from tgpipe.cli import add_data_args, output_file, positive_int
@@ -302,16 +301,13 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from tgpipe.executor.launch import spawn, under_launcher
+    from tgpipe.executor.launch import run_ranks
 
-    if under_launcher():
-        _rank_main(args)
-        return
-    _, stream, _, schedule = _build(args, args.nproc)  # refuse bad input before ranks start
-    _check_checkpoint_args(args, schedule, stream, args.nproc)
-    status = spawn(sys.argv[1:], args.nproc)
-    if status:
-        raise SystemExit(status)
+    def check() -> None:
+        _, stream, _, schedule = _build(args, args.nproc)
+        _check_checkpoint_args(args, schedule, stream, args.nproc)
+
+    run_ranks(args.nproc, lambda: _rank_main(args), check)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

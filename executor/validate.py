@@ -17,6 +17,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,15 @@ from tgpipe.schedules.ir import Schedule
 from tgpipe.simulator.sim import simulate
 from tgpipe.trace import Trace
 
-__all__ = ["Fidelity", "measure_profile", "run_schedule", "validate"]
+__all__ = [
+    "Fidelity",
+    "data_args",
+    "family_schedules",
+    "measure_profile",
+    "run_schedule",
+    "training_batches",
+    "validate",
+]
 
 
 @dataclass(frozen=True)
@@ -63,13 +72,37 @@ def data_args(data: str, batch_size: int, limit_events: int | None) -> list[str]
     return args + (["--limit-events", str(limit_events)] if limit_events else [])
 
 
-def measure_profile(out: Path, data: list[str], nproc: int, repeat: int) -> CostProfile:
+def training_batches(data: str, batch_size: int, limit_events: int | None) -> int:
+    """The training batches of the data (bad data is refused here, before any work)."""
+    from tgpipe.executor.data import load_dataset
+    from tgpipe.executor.stream import TRAIN, Stream
+
+    graph = load_dataset(data)
+    if limit_events:
+        graph = graph.slice(0, min(limit_events, graph.n_events))
+    return Stream(graph, batch_size).n_batches(TRAIN)
+
+
+def family_schedules(
+    names: Sequence[str], profile: CostProfile, nproc: int, n_batches: int
+) -> list[Schedule]:
+    """Each family on `nproc` ranks (sequential on one), built from `profile`."""
+    from tgpipe.schedules.families import family
+
+    return [family(f, profile, 1 if f == "sequential" else nproc, n_batches) for f in names]
+
+
+def measure_profile(data: list[str], nproc: int, repeat: int) -> CostProfile:
     """``tgpipe profile`` on this machine, with `nproc` ranks computing at once."""
     from tgpipe.dag.profile import load_profile
 
-    args = ["profile", *data, "--nproc", str(nproc), "--repeat", str(repeat), "-o", str(out)]
-    _tgpipe(args, "profiling")
-    return load_profile(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "profile.json"
+        _tgpipe(
+            ["profile", *data, "--nproc", str(nproc), "--repeat", str(repeat), "-o", str(out)],
+            "profiling",
+        )
+        return load_profile(out)
 
 
 def run_schedule(schedule: Schedule, folder: Path, data: list[str], epochs: int = 2) -> Trace:
@@ -119,28 +152,18 @@ FAMILY_NAMES = ("sequential", "data_parallel", "mspipe", "pipetgl")
 
 def _main(args) -> None:
     from tgpipe.dag.profile import load_profile
-    from tgpipe.executor.data import load_dataset
-    from tgpipe.executor.stream import TRAIN, Stream
-    from tgpipe.schedules.families import family
     from tgpipe.simulator.cli import pct, print_table
 
-    graph = load_dataset(args.data)  # bad data is refused before anything runs
-    if args.limit_events:
-        graph = graph.slice(0, min(args.limit_events, graph.n_events))
-    n = Stream(graph, args.batch_size).n_batches(TRAIN)
+    n = training_batches(args.data, args.batch_size, args.limit_events)
     data = data_args(args.data, args.batch_size, args.limit_events)
     names = [f.strip() for f in args.families.split(",") if f.strip()]
-    for name in names:
-        family(name, load_profile("gpu-illustrative"), 1, 1)  # an unknown family: one line
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.profile:
-            profile = load_profile(args.profile)
-        else:
-            print(f"profiling this machine on {args.nproc} rank(s)...", file=sys.stderr)
-            profile = measure_profile(Path(tmp) / "profile.json", data, args.nproc, args.repeat)
-    schedules = [
-        family(name, profile, 1 if name == "sequential" else args.nproc, n) for name in names
-    ]
+    family_schedules(names, load_profile("gpu-illustrative"), 1, 1)  # unknown names: one line
+    if args.profile:
+        profile = load_profile(args.profile)
+    else:
+        print(f"profiling this machine on {args.nproc} rank(s)...", file=sys.stderr)
+        profile = measure_profile(data, args.nproc, args.repeat)
+    schedules = family_schedules(names, profile, args.nproc, n)
     rows, traces = validate(schedules, profile, data)
     print(f"{n} batches of {args.batch_size} events, profile {profile.name} ({profile.device})")
     print_table(

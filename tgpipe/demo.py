@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 __all__ = ["register"]
 
@@ -30,22 +28,24 @@ def _say(text: str) -> None:
 
 def _main(args: argparse.Namespace) -> None:
     from tgpipe.dag.profile import load_profile
-    from tgpipe.executor.data import load_dataset
-    from tgpipe.executor.stream import TRAIN, Stream
-    from tgpipe.executor.validate import FAMILY_NAMES, data_args, measure_profile, validate
+    from tgpipe.executor.validate import (
+        FAMILY_NAMES,
+        data_args,
+        family_schedules,
+        measure_profile,
+        training_batches,
+        validate,
+    )
     from tgpipe.gantt import write_gantt
-    from tgpipe.schedules.families import family
     from tgpipe.schedules.search import search
     from tgpipe.simulator.cli import pct, print_table
 
     began = time.perf_counter()
-    graph = load_dataset(args.data)
-    n = Stream(graph, args.batch_size).n_batches(TRAIN)
+    n = training_batches(args.data, args.batch_size, None)
     data = data_args(args.data, args.batch_size, None)
     W = args.nproc
-    with tempfile.TemporaryDirectory() as tmp:
-        _say(f"[1/4] profiling this machine: {args.data}, {W} rank(s) computing at once")
-        here = measure_profile(Path(tmp) / "profile.json", data, W, args.repeat)
+    _say(f"[1/4] profiling this machine: {args.data}, {W} rank(s) computing at once")
+    here = measure_profile(data, W, args.repeat)
     per_batch = sum(here.cost(op) for op in here.ops) * 1e3
     _say(f"      {here.device}: one batch's ops take {per_batch:.1f} ms on one rank")
 
@@ -73,7 +73,7 @@ def _main(args: argparse.Namespace) -> None:
         ["gpu-illustrative", "found", "period ms", "bubble %", "gap %", "best family", "vs it"],
     )
 
-    schedules = [family(name, here, 1 if name == "sequential" else W, n) for name in FAMILY_NAMES]
+    schedules = family_schedules(FAMILY_NAMES, here, W, n)
     schedules.append(found.best.schedule)
     _say(f"[3/4] simulating and running {len(schedules)} schedules here, two epochs each")
     rows, traces = validate(schedules, here, data)
