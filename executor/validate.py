@@ -6,6 +6,12 @@ was simulated) and compares the period per batch of the two traces, with one def
 period for both (`tgpipe.metrics`). The runs are subprocesses, as a user would start them,
 one after the other so that they do not share the machine.
 
+An error has two sources: the profile (ops cost in a run what they cost when profiled? on a
+shared machine whose speed drifts from minute to minute, often not) and the model (given the
+right costs, does the simulator place the actions, waits and messages as the run does?). To
+tell them apart each run is also *replayed*: simulated again with every action's own measured
+seconds (`measured_costs`) instead of the profile's. The replay's error is the model's alone.
+
 Examples
 --------
 >>> round(Fidelity("pipetgl(2)", 2, (0, 1, 1), predicted=0.020, measured=0.025).error, 3)
@@ -17,6 +23,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +32,7 @@ from tgpipe.dag.profile import CostProfile
 from tgpipe.errors import InputError
 from tgpipe.metrics import metrics
 from tgpipe.progress import Progress
-from tgpipe.schedules.ir import Schedule
+from tgpipe.schedules.ir import Action, Schedule
 from tgpipe.simulator.sim import simulate
 from tgpipe.trace import Trace
 
@@ -33,6 +40,7 @@ __all__ = [
     "Fidelity",
     "data_args",
     "family_schedules",
+    "measured_costs",
     "measure_profile",
     "run_schedule",
     "training_batches",
@@ -51,11 +59,34 @@ class Fidelity:
     measured: float
     predicted_bubble: float = 0.0
     measured_bubble: float = 0.0
+    replayed: float | None = None  #: the period of the run replayed with its measured costs
 
     @property
     def error(self) -> float:
         """(predicted - measured) / measured."""
         return (self.predicted - self.measured) / self.measured
+
+    @property
+    def replay_error(self) -> float | None:
+        """(replayed - measured) / measured: the model's error, the profile's left out."""
+        return None if self.replayed is None else (self.replayed - self.measured) / self.measured
+
+
+def measured_costs(trace: Trace) -> dict[Action, float]:
+    """Each action's seconds in a measured run, without its waits (the runtime times an op
+    from when its inputs are there). The members of an all-reduce also wait inside it for
+    the last one to arrive: each is given the group's shortest, the last arrival's, which is
+    the all-reduce itself."""
+    g = trace.meta["semantics"][2]
+    costs = {Action(r.op, r.batch): r.end - r.start for r in trace.rows}
+    groups: dict[int, list[Action]] = defaultdict(list)
+    for act in costs:
+        if act.op == "GRAD_SYNC":
+            groups[act.batch // g].append(act)
+    for members in groups.values():
+        shortest = min(costs[a] for a in members)
+        costs.update(dict.fromkeys(members, shortest))
+    return costs
 
 
 def _tgpipe(args: list[str], what: str) -> None:
@@ -129,6 +160,7 @@ def validate(
         for schedule in schedules:
             simulated = simulate(schedule, profile)
             measured = run_schedule(schedule, Path(tmp), data)
+            replayed = simulate(schedule, profile, costs=measured_costs(measured))
             p, m = metrics(simulated), metrics(measured)
             rows.append(
                 Fidelity(
@@ -139,6 +171,7 @@ def validate(
                     m.period,
                     p.bubble,
                     m.bubble,
+                    metrics(replayed).period,
                 )
             )
             traces += [simulated, measured]
@@ -175,6 +208,8 @@ def _main(args) -> None:
                 f"{f.predicted * 1e3:.2f}",
                 f"{f.measured * 1e3:.2f}",
                 f"{f.error * 100:+.1f}",
+                f"{f.replayed * 1e3:.2f}",
+                f"{f.replay_error * 100:+.1f}",
                 pct(f.predicted_bubble),
                 pct(f.measured_bubble),
             ]
@@ -187,10 +222,13 @@ def _main(args) -> None:
             "predicted ms",
             "measured ms",
             "error %",
+            "replay ms",
+            "replay err %",
             "sim bubble %",
             "run bubble %",
         ],
     )
+    print("replay: each run simulated again with its own measured op costs (the model's error)")
     if args.gantt:
         from tgpipe.gantt import write_gantt
 

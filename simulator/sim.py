@@ -33,6 +33,7 @@ Examples
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 
 import simpy
 
@@ -52,18 +53,29 @@ class Deadlock(InputError):
     """The run stopped with actions left; the message names them and what they wait for."""
 
 
-def simulate(schedule: Schedule, profile: CostProfile, *, check: bool = True) -> Trace:
+def simulate(
+    schedule: Schedule,
+    profile: CostProfile,
+    *,
+    check: bool = True,
+    costs: Mapping[Action, float] | None = None,
+) -> Trace:
     """Run `schedule` on the machine that `profile` describes; return its Trace.
 
     `check=False` skips `validate` (the search validates its candidates once itself).
+    `costs` gives some actions their own seconds instead of their op's cost in the profile:
+    a replay of a measured run (`tgpipe.executor.validate.measured_costs`), which separates
+    the model's error from the profile's.
     """
     preds = validate(schedule) if check else requirements(schedule)
-    return _Run(schedule, profile, preds).run()
+    return _Run(schedule, profile, preds, costs or {}).run()
 
 
 class _Run:
-    def __init__(self, schedule: Schedule, profile: CostProfile, preds: dict):
-        self.s, self.p = schedule, profile
+    def __init__(
+        self, schedule: Schedule, profile: CostProfile, preds: dict, costs: Mapping[Action, float]
+    ):
+        self.s, self.p, self.costs = schedule, profile, costs
         self.env = env = simpy.Environment()
         self.cluster = cluster = schedule.cluster
         self.placement = schedule.placement()
@@ -153,7 +165,7 @@ class _Run:
                     yield req
                     held.append((res, req))
             start = env.now
-            yield env.timeout(self.cost[act.op])
+            yield env.timeout(self.costs.get(act, self.cost[act.op]))
             for res, req in held:
                 res.release(req)
             self.rows.append(TraceRow(rank, lane, act.op, act.batch, start, env.now))

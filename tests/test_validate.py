@@ -55,3 +55,37 @@ def test_validate_prints_predicted_and_measured_and_draws_both(tmp_path):
         assert error == pytest.approx((predicted - measured) / measured * 100, abs=0.1)
     page = (tmp_path / "g.html").read_text()
     assert page.count("(simulated)") >= 2 and page.count("(measured)") >= 2
+
+
+@pytest.mark.parametrize("name", ["sequential", "data_parallel", "mspipe", "pipetgl"])
+def test_replaying_a_trace_with_its_own_costs_gives_it_back(name):
+    from tgpipe.executor.validate import measured_costs
+
+    profile = dataclasses.replace(load_profile("gpu-illustrative"), compute="cpu")
+    schedule = family(name, profile, 1 if name == "sequential" else 2, 24)
+    trace = simulate(schedule, profile)
+    replayed = simulate(schedule, profile, costs=measured_costs(trace))
+    assert [(r.op, r.batch, r.rank) for r in replayed.rows] == [
+        (r.op, r.batch, r.rank) for r in trace.rows
+    ]
+    assert [r.end for r in replayed.rows] == pytest.approx([r.end for r in trace.rows])
+
+
+def test_replay_takes_each_actions_own_cost_and_the_last_arrival_of_an_all_reduce():
+    from tgpipe.executor.validate import measured_costs
+    from tgpipe.schedules.ir import Action
+    from tgpipe.trace import Trace, TraceRow
+
+    rows = [
+        TraceRow(0, "net", "GRAD_SYNC", 0, 0.0, 0.5),  # waited 0.4 for rank 1
+        TraceRow(1, "net", "GRAD_SYNC", 1, 0.4, 0.5),
+        TraceRow(0, "gpu", "FWD", 0, 0.0, 0.3),
+    ]
+    costs = measured_costs(Trace(rows, {"semantics": [0, 0, 2]}))
+    assert costs[Action("GRAD_SYNC", 0)] == costs[Action("GRAD_SYNC", 1)] == pytest.approx(0.1)
+    assert costs[Action("FWD", 0)] == pytest.approx(0.3)
+    profile = load_profile("gpu-illustrative")
+    schedule = family("sequential", profile, 1, 4)
+    slow = simulate(schedule, profile, costs={Action("BWD", 2): 1.0})
+    (bwd2,) = [r for r in slow.rows if r.op == "BWD" and r.batch == 2]
+    assert bwd2.end - bwd2.start == pytest.approx(1.0)
