@@ -8,8 +8,10 @@ It is what `tgpipe validate` does (profile this machine with all ranks computing
 each family from that profile, run the same schedule file on local gloo ranks), with the
 verdict: the largest error, and whether every family is within 10 %. Two more columns split
 the error: the *replay* simulates each run again with its own measured op costs (the model's
-error alone), and the machine is profiled again after the runs: the *drift* of its speed in
-between (the sum of the op costs, after over before) is error the model cannot know about.
+error alone). The machine's speed drifts (by 10-20 % within a minute while it is shared), so
+each family is predicted from a profile taken just before its run, and the next profile,
+just after it, gives the *drift* across the run (the sum of the op costs, after over before):
+error that no model of the schedule can know about.
 """
 
 from __future__ import annotations
@@ -39,18 +41,19 @@ def main() -> None:
     limit = args.limit_events or None
     n = training_batches(args.data, args.batch_size, limit)
     data = data_args(args.data, args.batch_size, limit)
-    profile = measure_profile(data, args.nproc, 30)
-    schedules = family_schedules(FAMILY_NAMES, profile, args.nproc, n)
-    rows, _ = validate(schedules, profile, data)
-    after = measure_profile(data, args.nproc, 30)
-    print(f"{n} batches of {args.batch_size} events, {profile.device}, {args.nproc} ranks")
+    profiles, rows = [measure_profile(data, args.nproc, 30)], []
+    for name in FAMILY_NAMES:  # each from a profile taken just before its run
+        schedules = family_schedules([name], profiles[-1], args.nproc, n)
+        rows += validate(schedules, profiles[-1], data)[0]
+        profiles.append(measure_profile(data, args.nproc, 30))
+    print(f"{n} batches of {args.batch_size} events, {profiles[0].device}, {args.nproc} ranks")
     head = ("schedule", "predicted ms", "measured ms", "error %", "replay ms", "replay err %")
-    print(f"{head[0]:<18}" + "".join(f"{h:>14}" for h in head[1:]))
-    for f in rows:
+    print(f"{head[0]:<18}" + "".join(f"{h:>14}" for h in (*head[1:], "drift %")))
+    for f, before, after in zip(rows, profiles, profiles[1:], strict=False):
         cells = (f.predicted * 1e3, f.measured * 1e3, f.error * 100, f.replayed * 1e3)
         print(
             f"{f.name:<18}{cells[0]:>14.2f}{cells[1]:>14.2f}{cells[2]:>+14.1f}{cells[3]:>14.2f}"
-            f"{f.replay_error * 100:>+14.1f}"
+            f"{f.replay_error * 100:>+14.1f}{(_total(after) / _total(before) - 1) * 100:>+14.1f}"
         )
     for what, error in (("error", lambda f: f.error), ("replay error", lambda f: f.replay_error)):
         worst = max(rows, key=lambda f: abs(error(f)))
@@ -59,8 +62,6 @@ def main() -> None:
             f"largest |{what}|: {abs(error(worst)) * 100:.1f} % ({worst.name}); "
             f"every family {verdict} 10 %"
         )
-    drift = _total(after) / _total(profile) - 1
-    print(f"drift of this machine's speed across the runs (profiled again after): {drift:+.1%}")
 
 
 def _total(profile) -> float:
