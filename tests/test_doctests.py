@@ -32,10 +32,14 @@ MODULES = [
     "tgpipe.executor.profiler",
     "tgpipe.executor.checkpoint",
     "tgpipe.executor.validate",
+    "tgpipe.executor.snapshots",
+    "tgpipe.executor.snapshot_model",
+    "tgpipe.executor.snapshot_reference",
     "tgpipe.schedules.ir",
     "tgpipe.schedules.families",
     "tgpipe.simulator.sim",
     "tgpipe.simulator.estimate",
+    "tgpipe.simulator.contention",
     "tgpipe.progress",
 ]
 
