@@ -1,6 +1,8 @@
-"""The operation catalog of M-TGNN training: one definition of every op.
+"""The operation catalogs: one definition of every op of every workload.
 
-Each training batch of a memory-based temporal GNN runs the same ten operations. A schedule
+Each training batch of a memory-based temporal GNN runs the same ten operations (`OPS`); each
+snapshot of a discrete-time (snapshot-based) dynamic GNN runs the five of `SNAPSHOT_OPS`, and
+its epoch ends with the gradient all-reduce and the step (the same two ops as M-TGNN's). A schedule
 places each (op, batch) on a rank and a *lane* (a queue that runs one action at a time); while
 it runs, an op holds one or more *resources* (a GPU, a copy engine, CPU cores, the network).
 The lane is where an op goes by default; the resources are what it competes for.
@@ -11,6 +13,8 @@ Examples
 'd2h'
 >>> [op.name for op in OPS.values() if op.moves_bytes]
 ['FEAT', 'MEM_FETCH', 'MEM_WRITE', 'GRAD_SYNC', 'STEP']
+>>> list(WORKLOADS["snapshot"])
+['LOAD', 'AGG', 'DENSE', 'RNN', 'BWD', 'GRAD_SYNC', 'STEP']
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from typing import NamedTuple
 from tgpipe.errors import InputError
 
 __all__ = [
+    "ALL_OPS",
     "LANES",
     "OPS",
+    "SNAPSHOT_OPS",
+    "WORKLOADS",
     "Op",
     "action_resources",
     "node_name",
@@ -31,7 +38,9 @@ __all__ = [
 ]
 
 #: The queues of one rank. Lanes of one rank run concurrently (CUDA streams, worker threads).
-LANES: tuple[str, ...] = ("gpu", "h2d", "d2h", "cpu", "net")
+#: ``gpu2`` is a second worker on the same GPU (BLAD's two worker processes per GPU): its ops
+#: share the rank's GPU with those of ``gpu``.
+LANES: tuple[str, ...] = ("gpu", "gpu2", "h2d", "d2h", "cpu", "net")
 
 
 class Op(NamedTuple):
@@ -90,6 +99,38 @@ _CATALOG = (
 #: Catalog by name, in the order a batch runs them.
 OPS: dict[str, Op] = {op.name: op for op in _CATALOG}
 
+_SNAPSHOT_CATALOG = (
+    Op("LOAD", "h2d", ("h2d",), True, "copy the snapshot's edges and vertex ids to the device"),
+    Op(
+        "AGG",
+        "gpu",
+        ("gpu",),
+        False,
+        "normalised sparse aggregation over the snapshot's edges (memory-bound)",
+    ),
+    Op("DENSE", "gpu", ("gpu",), False, "the GCN's weight GEMM and activation (compute-bound)"),
+    Op(
+        "RNN",
+        "gpu",
+        ("gpu",),
+        True,
+        "GRU over the snapshot's vertices from the previous hidden state; predictor and loss",
+    ),
+    OPS["BWD"],
+    OPS["GRAD_SYNC"],
+    OPS["STEP"],
+)
+
+#: The snapshot workload's catalog, in the order a snapshot runs them (see
+#: `tgpipe.dag.snapshot`); BWD, GRAD_SYNC and STEP are the M-TGNN ops, the same records.
+SNAPSHOT_OPS: dict[str, Op] = {op.name: op for op in _SNAPSHOT_CATALOG}
+
+#: Workload name -> its catalog.
+WORKLOADS: dict[str, dict[str, Op]] = {"mtgnn": OPS, "snapshot": SNAPSHOT_OPS}
+
+#: Every op of every workload by name (a name means one op, whatever the workload).
+ALL_OPS: dict[str, Op] = {name: op for ops in WORKLOADS.values() for name, op in ops.items()}
+
 
 def op_names() -> tuple[str, ...]:
     """Names of all ops, in catalog order."""
@@ -114,7 +155,7 @@ def parse_node(text: str) -> tuple[str, int]:
     stripped = text.strip()
     head = stripped.rstrip("0123456789")
     digits = stripped[len(head) :]
-    if not digits or head not in OPS:
+    if not digits or head not in ALL_OPS:
         raise InputError(f"bad action {text!r}: expected an op name and a batch, like FWD17")
     return head, int(digits)
 
@@ -124,7 +165,11 @@ def action_resources(op: str, lane: str, compute: str = "gpu") -> tuple[str, ...
     lane (MEM_WRITE sent over ``net``, say), that lane's resource alone. Where the ranks
     compute on CPUs (``compute="cpu"``, see `tgpipe.dag.profile.COMPUTE`), every op but the
     all-reduce holds the rank's process (its ``gpu``: one op at a time) and one of the
-    machine's cores, whatever its lane: the lanes are threads of one process there."""
+    machine's cores, whatever its lane: the lanes are threads of one process there. The
+    second worker lane ``gpu2`` holds the same GPU as ``gpu``."""
     if compute == "cpu" and op != "GRAD_SYNC":
         return ("gpu", "cpu")
-    return OPS[op].resources if OPS[op].lane == lane else (lane,)
+    entry = ALL_OPS[op]
+    if entry.lane == lane or (lane == "gpu2" and entry.lane == "gpu"):
+        return entry.resources
+    return ("gpu",) if lane == "gpu2" else (lane,)

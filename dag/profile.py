@@ -7,6 +7,13 @@ cores of a machine; and where the numbers came from: ``measured`` (written by ``
 profile`` on a named device) or ``illustrative`` (written by hand to look like published
 breakdowns, never to be quoted as a measurement).
 
+A profile is for one *workload* (`tgpipe.dag.ops.WORKLOADS`): ``mtgnn`` (the default: an op
+costs the same for every batch) or ``snapshot`` (snapshots differ in size: an op costs its
+``median`` plus ``per_vertex`` and ``per_edge`` seconds for each vertex and edge of the
+snapshot, see `OpCost.seconds`; and each op states the shares of the GPU's compute and memory
+bandwidth it uses alone, ``compute`` and ``memory``, which decide how two ops running at
+once on one GPU slow each other, see `tgpipe.simulator.contention`).
+
 Examples
 --------
 >>> p = load_profile("gpu-illustrative")
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from tgpipe.dag.ops import OPS
+from tgpipe.dag.ops import WORKLOADS
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write
 
@@ -60,11 +67,21 @@ _FIX = "fix the file or use a built-in profile (see 'tgpipe profiles')"
 @dataclass(frozen=True)
 class OpCost:
     """Cost of one op for one batch: median and spread (median absolute deviation) in
-    seconds, and bytes moved (0 for pure compute)."""
+    seconds, and bytes moved (0 for pure compute). Snapshot workloads add seconds per vertex
+    and per edge of a snapshot, and the op's shares of the GPU's compute and memory bandwidth
+    when it runs alone."""
 
     median: float
     spread: float = 0.0
     bytes: int = 0
+    per_vertex: float = 0.0
+    per_edge: float = 0.0
+    compute: float = 1.0
+    memory: float = 1.0
+
+    def seconds(self, vertices: float = 0, edges: float = 0) -> float:
+        """The op's cost on a snapshot (or a part of one) of that many vertices and edges."""
+        return self.median + self.per_vertex * vertices + self.per_edge * edges
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,7 @@ class CostProfile:
     note: str = ""
     meta: dict = field(default_factory=dict)
     compute: str = "gpu"  #: one of COMPUTE
+    workload: str = "mtgnn"  #: one of tgpipe.dag.ops.WORKLOADS
 
     # ---- costs: the one place where an op's time is decided --------------------------------
     def cost(self, op: str, n_ranks: int = 1, inter: bool = False) -> float:
@@ -137,10 +155,8 @@ class CostProfile:
             "batch_size": self.batch_size,
             "cpu_cores": self.cpu_cores,
             "compute": self.compute,
-            "ops": {
-                op: {"median": c.median, "spread": c.spread, "bytes": c.bytes}
-                for op, c in self.ops.items()
-            },
+            **({"workload": self.workload} if self.workload != "mtgnn" else {}),
+            "ops": {op: _op_dict(c, self.workload) for op, c in self.ops.items()},
             "links": {
                 "intra": {"latency": self.intra.latency, "bandwidth": self.intra.bandwidth},
                 "inter": {"latency": self.inter.latency, "bandwidth": self.inter.bandwidth},
@@ -175,6 +191,14 @@ class CostProfile:
                 f"{exc.msg}); {_FIX}"
             ) from None
         return _parse(data, str(path))
+
+
+_SCALED = ("per_vertex", "per_edge", "compute", "memory")  #: snapshot workloads only
+
+
+def _op_dict(c: OpCost, workload: str) -> dict:
+    out = {"median": c.median, "spread": c.spread, "bytes": c.bytes}
+    return out | ({k: getattr(c, k) for k in _SCALED} if workload == "snapshot" else {})
 
 
 def _number(
@@ -220,14 +244,22 @@ def _parse(data: object, where: str) -> CostProfile:
         raise InputError(
             f"{where}: field 'source' must be one of {', '.join(SOURCES)}, got {source!r}"
         )
+    workload = data.get("workload", "mtgnn")
+    if workload not in WORKLOADS:
+        raise InputError(
+            f"{where}: field 'workload' must be one of {', '.join(WORKLOADS)}, got {workload!r}"
+        )
+    catalog = WORKLOADS[workload]
     ops_in = _field(data, "ops", where)
     if not isinstance(ops_in, dict):
         raise InputError(f"{where}: field 'ops' must be an object of op -> cost")
-    unknown = sorted(set(ops_in) - set(OPS))
+    unknown = sorted(set(ops_in) - set(catalog))
     if unknown:
-        raise InputError(f"{where}: unknown op {unknown[0]!r} in 'ops': expected {', '.join(OPS)}")
+        raise InputError(
+            f"{where}: unknown op {unknown[0]!r} in 'ops': expected {', '.join(catalog)}"
+        )
     ops = {}
-    for op in OPS:
+    for op in catalog:
         if op not in ops_in:
             raise InputError(
                 f"{where}: missing cost of op {op!r} in 'ops'; add it (median seconds per batch)"
@@ -241,7 +273,14 @@ def _parse(data: object, where: str) -> CostProfile:
         nbytes = _number(entry.get("bytes", 0), f"{at}.bytes", most=MAX_BYTES, unit="bytes")
         if nbytes != int(nbytes):
             raise InputError(f"{at}.bytes must be a whole number of bytes, got {nbytes:g}")
-        ops[op] = OpCost(median, spread, int(nbytes))
+        scaled = {}
+        if workload == "snapshot":
+            for key in ("per_vertex", "per_edge"):
+                scaled[key] = _number(entry.get(key, 0.0), f"{at}.{key}", most=1.0, unit="s")
+            for key in ("compute", "memory"):
+                share = entry.get(key, 1.0)
+                scaled[key] = _number(share, f"{at}.{key}", positive=True, most=1.0, unit="share")
+        ops[op] = OpCost(median, spread, int(nbytes), **scaled)
     links_in = _field(data, "links", where)
     if not isinstance(links_in, dict):
         raise InputError(f"{where}: field 'links' must be an object with 'intra' and 'inter'")
@@ -289,6 +328,7 @@ def _parse(data: object, where: str) -> CostProfile:
         note=data.get("note", ""),
         meta=meta,
         compute=compute,
+        workload=workload,
     )
 
 

@@ -66,6 +66,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from tgpipe.dag.snapshot import OP_ORDER, ORDERS
 from tgpipe.errors import InputError
 from tgpipe.executor.learner import Learner
 from tgpipe.executor.snapshots import SnapshotSequence
@@ -93,14 +94,6 @@ __all__ = [
     "step",
     "zero_grads",
 ]
-
-#: The two GCN orders a run may claim.
-ORDERS = ("agg_first", "dense_first")
-#: The forward ops of one snapshot, in data order, for each GCN order.
-OP_ORDER = {
-    "agg_first": ("LOAD", "AGG", "DENSE", "RNN"),
-    "dense_first": ("LOAD", "DENSE", "AGG", "RNN"),
-}
 
 
 @dataclass(frozen=True)

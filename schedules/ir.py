@@ -46,8 +46,9 @@ from typing import NamedTuple
 from tgpipe.dag.bounds import MEMORY_BACKENDS
 from tgpipe.dag.build import predecessors
 from tgpipe.dag.cluster import Cluster
-from tgpipe.dag.ops import LANES, OPS, action_resources, node_name, parse_node
+from tgpipe.dag.ops import ALL_OPS, LANES, action_resources, node_name, parse_node
 from tgpipe.dag.semantics import PRESETS, Semantics
+from tgpipe.dag.snapshot import SnapshotWorkload
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write
 
@@ -84,6 +85,9 @@ class Schedule:
     gpus_per_machine: int | None = None
     inflight: int | None = None
     options: dict = field(default_factory=dict, compare=False)
+    #: None: M-TGNN batches; else the snapshot epoch whose units the actions are (its
+    #: ``batch`` is a unit, `tgpipe.dag.snapshot`), and `semantics` says nothing
+    workload: SnapshotWorkload | None = None
 
     @property
     def cluster(self) -> Cluster:
@@ -117,7 +121,7 @@ class Schedule:
 
     # ---- text form ---------------------------------------------------------------------
     def dumps(self) -> str:
-        s = self.semantics
+        s, w = self.semantics, self.workload
         lines = [
             "# tgpipe schedule: one row per rank and lane; each lane runs left to right",
             f"name {self.name}",
@@ -126,6 +130,17 @@ class Schedule:
             f"batches {self.n_batches}",
             f"memory {self.memory}",
         ]
+        if w is not None:
+            lines[2:3] = [
+                "workload snapshot",
+                f"nodes {w.n_nodes}",
+                f"group {w.group}",
+                f"orders {' '.join(w.orders)}",
+                f"parts {w.parts}",
+                f"state_bytes {w.state_bytes}",
+                f"row_bytes {w.row_bytes}",
+                "snapshots " + " ".join(f"{v}:{e}" for v, e in w.sizes),
+            ]
         if self.gpus_per_machine:
             lines.append(f"gpus_per_machine {self.gpus_per_machine}")
         if self.inflight:
@@ -159,6 +174,8 @@ class Schedule:
 
 
 _HEADER = {"name", "semantics", "ranks", "batches", "memory", "gpus_per_machine", "inflight"}
+_SNAPSHOT_HEADER = {"workload", "nodes", "group", "orders", "parts", "state_bytes", "row_bytes"}
+_SNAPSHOT_HEADER |= {"snapshots"}
 
 
 def _int(value: str, where: str, key: str, low: int = 1) -> int:
@@ -196,15 +213,16 @@ def _parse(text: str, where: str) -> Schedule:
                 raise InputError(f"{at}: {exc}") from None
             continue
         key, _, value = line.partition(" ")
-        if key not in _HEADER:
+        if key not in _HEADER | _SNAPSHOT_HEADER:
             raise InputError(f"{at}: unknown line {raw.strip()!r}")
         head[key] = value.strip()
-    for key in ("semantics", "ranks", "batches"):
+    workload = _workload(head, where) if "workload" in head else None
+    for key in ("semantics", "ranks", "batches") if workload is None else ("ranks", "batches"):
         if key not in head:
             raise InputError(f"{where}: missing '{key}' line: is the file truncated?")
     n_ranks = _int(head["ranks"], where, "ranks")
     try:  # a preset name means its semantics on this many ranks
-        semantics = Semantics.parse(head["semantics"], n_ranks)
+        semantics = Semantics.parse(head.get("semantics", "0,0,1"), n_ranks)
     except InputError as exc:
         raise InputError(f"{where}: 'semantics' line: {exc}") from None
     memory = head.get("memory", "host")
@@ -221,13 +239,46 @@ def _parse(text: str, where: str) -> Schedule:
         memory=memory,
         gpus_per_machine=_int(per_machine, where, "gpus_per_machine") if per_machine else None,
         inflight=_int(inflight, where, "inflight") if inflight else None,
+        workload=workload,
     )
+
+
+def _workload(head: dict[str, str], where: str) -> SnapshotWorkload:
+    """The snapshot workload that a schedule file's header lines describe."""
+    if head["workload"] != "snapshot":
+        raise InputError(f"{where}: 'workload' must be snapshot, got {head['workload']!r}")
+    for key in ("nodes", "group", "snapshots"):
+        if key not in head:
+            raise InputError(f"{where}: missing '{key}' line: is the file truncated?")
+    sizes = []
+    for cell in head["snapshots"].split():
+        v, colon, e = cell.partition(":")
+        if not (colon and v.isdigit() and e.isdigit()):
+            raise InputError(
+                f"{where}: 'snapshots' must list VERTICES:EDGES of each position, got {cell!r}"
+            )
+        sizes.append((int(v), int(e)))
+    try:
+        return SnapshotWorkload(
+            tuple(sizes),
+            n_nodes=_int(head["nodes"], where, "nodes"),
+            group=_int(head["group"], where, "group"),
+            orders=tuple(head.get("orders", "agg_first").split()),
+            parts=_int(head.get("parts", "1"), where, "parts"),
+            state_bytes=_int(head.get("state_bytes", "0"), where, "state_bytes", low=0),
+            row_bytes=_int(head.get("row_bytes", "0"), where, "row_bytes", low=0),
+        )
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
 
 
 def requirements(schedule: Schedule) -> dict[Action, list[tuple[Action, str]]]:
     """Action -> its DAG predecessors as (action, edge kind), for the schedule's semantics
-    and number of batches. (Keys and predecessors are plain (op, batch) tuples, which hash
-    and compare equal to Actions: wrap one in `Action` to print it.)"""
+    and number of batches, or its snapshot workload. (Keys and predecessors are plain
+    (op, batch) tuples, which hash and compare equal to Actions: wrap one in `Action` to
+    print it.)"""
+    if schedule.workload is not None:
+        return schedule.workload.predecessors(schedule.n_ranks)
     return predecessors(schedule.semantics, schedule.n_batches)
 
 
@@ -292,7 +343,7 @@ def claimed(name: str) -> Claim | None:
 
 def _check_claim(schedule: Schedule) -> None:
     claim = claimed(schedule.name)
-    if claim is None:
+    if claim is None or schedule.workload is not None:  # the M-TGNN families' names
         return
     s, c = schedule.semantics, claim.semantics
     found = [
@@ -336,6 +387,11 @@ def validate(schedule: Schedule) -> dict[Action, list[tuple[Action, str]]]:
 
 def _not_an_action(act: Action, schedule: Schedule, preds: dict) -> str:
     """Why `act` is no node of the schedule's DAG, and what to change."""
+    if schedule.workload is not None:
+        return (
+            f"{act} is not an action of this snapshot epoch (units 0..{schedule.n_batches - 1}"
+            f", GRAD_SYNC and STEP 0..{schedule.n_ranks - 1}); remove the action"
+        )
     if act.batch >= schedule.n_batches:
         return (
             f"{act} is not an action of this run: batch {act.batch} is past the last "
@@ -353,6 +409,12 @@ def _validate(schedule: Schedule) -> dict[Action, list[tuple[Action, str]]]:
     schedule.semantics.validate()
     schedule.cluster.validate()
     preds = requirements(schedule)
+    w = schedule.workload
+    if w is not None and schedule.n_batches != w.n_units:
+        raise InputError(
+            f"'batches' says {schedule.n_batches} but the snapshot workload has {w.n_units} "
+            f"units ({w.n_positions} positions x {w.parts} parts); fix the 'batches' line"
+        )
     if schedule.inflight is not None and schedule.inflight < 1:
         raise InputError(f"inflight must be >= 1, got {schedule.inflight}")
     seen: dict[Action, tuple[int, str, int]] = {}
@@ -384,7 +446,7 @@ def _validate(schedule: Schedule) -> dict[Action, list[tuple[Action, str]]]:
 
 
 def _order_key(act: Action) -> tuple[int, int]:
-    return act.batch, list(OPS).index(act.op)
+    return act.batch, list(ALL_OPS).index(act.op)
 
 
 def _check_runnable(schedule: Schedule, preds: dict, loc: dict[Action, tuple]) -> None:

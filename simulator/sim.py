@@ -40,10 +40,11 @@ import simpy
 from tgpipe.dag.bounds import lower_bound
 from tgpipe.dag.build import edge_bytes
 from tgpipe.dag.cluster import PER_RANK_RESOURCES
-from tgpipe.dag.ops import OPS
 from tgpipe.dag.profile import CostProfile
+from tgpipe.dag.snapshot import GPU_OPS, snapshot_bound
 from tgpipe.errors import InputError
 from tgpipe.schedules.ir import Action, Schedule, action_resources, requirements, validate
+from tgpipe.simulator.contention import SharedDevice, Usage
 from tgpipe.trace import Trace, TraceRow
 
 __all__ = ["Deadlock", "simulate"]
@@ -75,20 +76,35 @@ class _Run:
     def __init__(
         self, schedule: Schedule, profile: CostProfile, preds: dict, costs: Mapping[Action, float]
     ):
-        self.s, self.p, self.costs = schedule, profile, costs
+        self.s, self.p = schedule, profile
         self.env = env = simpy.Environment()
         self.cluster = cluster = schedule.cluster
         self.placement = schedule.placement()
         self.preds = preds
         self.done = {act: env.event() for act in self.placement}
         inter = cluster.machines > 1
-        self.cost = {op: profile.cost(op, schedule.n_ranks, inter=inter) for op in OPS}
+        self.cost = {op: profile.cost(op, schedule.n_ranks, inter=inter) for op in profile.ops}
+        w = self.workload = schedule.workload
+        if (w is None) != (profile.workload == "mtgnn"):
+            raise InputError(
+                f"profile {profile.name!r} is for the {profile.workload} workload, schedule "
+                f"{schedule.name!r} for the {'mtgnn' if w is None else 'snapshot'} one; give a "
+                "profile of the schedule's workload"
+            )
+        if w is not None:  # every action costs what its unit's size says
+            n = schedule.n_ranks
+            costs = {a: w.cost(profile, a.op, a.batch, n) for a in self.placement} | dict(costs)
+        self.costs = costs
+        # a snapshot epoch on GPUs: the GPU ops of a rank's workers share its GPU
+        self.devices = {}
+        if w is not None and profile.compute == "gpu":
+            self.devices = {r: SharedDevice(env, capacity=2) for r in range(schedule.n_ranks)}
         self.rows: list[TraceRow] = []
         self.waiting_on: dict[tuple[int, str], tuple[Action, object]] = {}
         # resources: per rank, per machine; requested only where two lanes share one
         users = defaultdict(set)
         for rank, lane, _, act in schedule.actions():
-            for kind in action_resources(act.op, lane, profile.compute):
+            for kind in self._resources(act, lane):
                 users[self._resource_key(rank, kind)].add((rank, lane))
         self.resources = {}
         for key, lanes in users.items():
@@ -115,9 +131,23 @@ class _Run:
         self.members = defaultdict(int)
         for act in self.placement:
             if act.op == "GRAD_SYNC":
-                self.members[act.batch // schedule.semantics.g] += 1
+                self.members[self._sync_group(act)] += 1
         self.arrived = defaultdict(int)
         self.all_arrived = {grp: env.event() for grp in self.members}
+
+    def _shares_gpu(self, act: Action, lane: str) -> bool:
+        """Whether `act` runs on its rank's shared GPU (a snapshot epoch's GPU op)."""
+        return bool(self.devices) and act.op in GPU_OPS and lane in ("gpu", "gpu2")
+
+    def _resources(self, act: Action, lane: str) -> tuple[str, ...]:
+        if self._shares_gpu(act, lane):
+            return ()
+        return action_resources(act.op, lane, self.p.compute)
+
+    def _sync_group(self, act: Action) -> int:
+        """The all-reduce a GRAD_SYNC belongs to: its synchronous group; a snapshot epoch
+        has one."""
+        return 0 if self.workload is not None else act.batch // self.s.semantics.g
 
     def _resource_key(self, rank: int, kind: str) -> tuple:
         if kind in PER_RANK_RESOURCES:
@@ -140,10 +170,14 @@ class _Run:
             "batch_size": self.p.batch_size,
             "profile": self.p.name,
             "memory": s.memory,
-            "bound": lower_bound(
-                self.p, s.semantics, s.n_ranks, gpus_per_machine=s.gpus_per_machine, memory=s.memory
-            ).per_batch,
         }
+        if self.workload is None:
+            meta["bound"] = lower_bound(
+                self.p, s.semantics, s.n_ranks, gpus_per_machine=s.gpus_per_machine, memory=s.memory
+            ).per_batch
+        else:  # the epoch's bound, per unit as the metrics count batches
+            epoch = snapshot_bound(self.workload, self.p, s.n_ranks).seconds
+            meta |= {"workload": "snapshot", "bound": epoch / s.n_batches, "bound_epoch": epoch}
         return Trace(sorted(self.rows, key=lambda r: (r.start, r.rank)), meta)
 
     # ---- processes ---------------------------------------------------------------------------
@@ -157,17 +191,22 @@ class _Run:
             self.waiting_on.pop(key, None)
             if act.op == "GRAD_SYNC":
                 yield from self._collective_arrive(key, act)
-            held = []
-            for kind in action_resources(act.op, lane, self.p.compute):
-                res = self.resources.get(self._resource_key(rank, kind))
-                if res is not None:
-                    req = res.request()
-                    yield req
-                    held.append((res, req))
-            start = env.now
-            yield env.timeout(self.costs.get(act, self.cost[act.op]))
-            for res, req in held:
-                res.release(req)
+            cost = self.costs.get(act, self.cost[act.op])
+            if self._shares_gpu(act, lane):
+                c = self.p.ops[act.op]
+                start, _ = yield from self.devices[rank].run(cost, Usage(c.compute, c.memory))
+            else:
+                held = []
+                for kind in self._resources(act, lane):
+                    res = self.resources.get(self._resource_key(rank, kind))
+                    if res is not None:
+                        req = res.request()
+                        yield req
+                        held.append((res, req))
+                start = env.now
+                yield env.timeout(cost)
+                for res, req in held:
+                    res.release(req)
             self.rows.append(TraceRow(rank, lane, act.op, act.batch, start, env.now))
             self.done[act].succeed()
             self._send_all(act, rank)
@@ -192,7 +231,10 @@ class _Run:
         for dst, kind in self.sends.get(act, {}).items():
             arrived = self.arrivals[act, dst]
             same_machine = self.cluster.same_machine(src, dst)
-            nbytes = edge_bytes(self.p, act.op, kind)
+            if self.workload is None:
+                nbytes = edge_bytes(self.p, act.op, kind)
+            else:
+                nbytes = self.workload.edge_bytes(self.p, act, kind)
             total = self.p.edge_delay(kind, nbytes, False, same_machine, self.s.memory)
             link = self.p.intra if same_machine else self.p.inter
             if total > link.latency:  # bytes to move: hold a port
@@ -210,7 +252,7 @@ class _Run:
         arrived.succeed()
 
     def _collective_arrive(self, key, act: Action):
-        group = act.batch // self.s.semantics.g
+        group = self._sync_group(act)
         self.arrived[group] += 1
         if self.arrived[group] == self.members[group]:
             self.all_arrived[group].succeed()
