@@ -66,7 +66,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tgpipe.dag.snapshot import OP_ORDER, ORDERS
+from tgpipe.dag.snapshot import OP_ORDER, ORDERS, SnapshotWorkload
 from tgpipe.errors import InputError
 from tgpipe.executor.learner import Learner
 from tgpipe.executor.snapshots import SnapshotSequence
@@ -91,6 +91,7 @@ __all__ = [
     "phase_steps",
     "rnn",
     "snapshot_groups",
+    "snapshot_workload",
     "step",
     "zero_grads",
 ]
@@ -174,6 +175,27 @@ def snapshot_groups(steps: range, group_size: int) -> list[range]:
         raise InputError(f"group size must be an integer >= 1, got {group_size!r}")
     firsts = range(steps.start - steps.start % group_size, steps.stop, group_size)
     return [range(max(f, steps.start), min(f + group_size, steps.stop)) for f in firsts]
+
+
+def snapshot_workload(
+    seq: SnapshotSequence,
+    group_size: int,
+    config: SnapshotConfig | None = None,
+    orders: tuple[str, ...] = ("agg_first",),
+) -> SnapshotWorkload:
+    """The DAG's view of one training epoch of `seq` (`tgpipe.dag.snapshot`): unit t is
+    training position t, sized by its snapshot's active vertices and edges; a hidden edge
+    carries the whole hidden state, a halo row is one input row."""
+    config = config or SnapshotConfig()
+    train = phase_steps(seq)[0]
+    return SnapshotWorkload(
+        tuple((seq[t].n_vertices, seq[t].n_edges) for t in train),
+        n_nodes=seq.n_nodes,
+        group=group_size,
+        orders=orders,
+        state_bytes=seq.n_nodes * config.hidden_dim * 4,
+        row_bytes=(seq.node_dim or config.in_dim) * 4,
+    )
 
 
 @dataclass(eq=False)
