@@ -49,6 +49,7 @@ __all__ = [
     "Snapshot",
     "SnapshotSequence",
     "cut_snapshots",
+    "load_sequence",
     "skewed_sequence",
     "split_snapshots",
 ]
@@ -190,3 +191,18 @@ def skewed_sequence(
     name = f"skewed-{n_snapshots}x{mean_edges:g}"
     graph = TemporalGraph(src, dst, ts, node_feat=feat, n_nodes=n_nodes, name=name)
     return cut_snapshots(graph, period=1.0)
+
+
+def load_sequence(spec: str, period: float = 86400.0) -> SnapshotSequence:
+    """The snapshots a command line names: ``skewed[:N]`` (the synthetic skewed sequence of
+    N snapshots, 32 by default), or a data file or folder cut every `period` time units."""
+    name, colon, count = str(spec).partition(":")
+    if name != "skewed":
+        from tgpipe.executor.data import load_dataset
+
+        return cut_snapshots(load_dataset(spec), period)
+    if colon and not (count.isdigit() and int(count) >= 4):
+        raise InputError(
+            f"bad snapshot data {spec!r}: use skewed:N with N >= 4 snapshots, or a data file"
+        )
+    return skewed_sequence(int(count) if colon else 32, mean_edges=2000.0, sigma=1.2)

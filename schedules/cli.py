@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tgpipe.cli import add_profile_arg, output_file, positive_int
-from tgpipe.dag.profile import load_profile
+from tgpipe.errors import InputError
 from tgpipe.files import atomic_write_all
 from tgpipe.progress import Progress
 from tgpipe.schedules.search import Evaluated, search
@@ -44,7 +44,14 @@ HEADER = [
 
 
 def _search(args: argparse.Namespace) -> None:
-    profile = load_profile(args.profile)
+    from tgpipe.schedules.snapshot_cli import profile_for, search_main
+
+    if args.workload == "snapshot":
+        search_main(args)
+        return
+    if args.data or args.groups:
+        raise InputError("--data and --groups are for --workload snapshot")
+    profile = profile_for(args)
     shape = f"{args.machines} machine(s) x {args.gpus} GPU(s)"
     with Progress(None, f"searching {shape}", "candidates") as bar:
 
@@ -99,9 +106,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Search schedules (ranks, semantics within the staleness budget, memory "
         "backend, lane orders, and the hand-written families) on the SimPy simulator for one "
         "cost profile and machine shape; print the Pareto front of throughput against "
-        "staleness and the best schedule beside the best published family.",
+        "staleness and the best schedule beside the best published family. With --workload "
+        "snapshot: every snapshot family and BLAD choice (group sizes from --groups, "
+        "assignment by cost or count, one or two workers per GPU, operator pairing) for a "
+        "snapshot epoch, shortest first.",
     )
-    add_profile_arg(p)
+    add_profile_arg(p, default=None)
     p.add_argument(
         "--gpus", type=positive_int, default=8, help="GPUs per machine (default: %(default)s)"
     )
@@ -139,5 +149,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=output_file,
         metavar="FILE.html",
         help="Gantt chart of the best schedule beside the best family",
+    )
+    from tgpipe.schedules.snapshot_cli import add_workload_args
+
+    add_workload_args(p)
+    p.add_argument(
+        "--groups",
+        metavar="G,G,...",
+        help="--workload snapshot: group sizes the search may choose (default: --group)",
     )
     p.set_defaults(func=_search)

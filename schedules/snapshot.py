@@ -60,11 +60,17 @@ def _unit_work(profile: CostProfile, w: SnapshotWorkload, unit: int) -> float:
 
 
 def _schedule(
-    name: str, w: SnapshotWorkload, n_ranks: int, workers: dict[int, list[list[int]]], gcn_first
+    name: str,
+    w: SnapshotWorkload,
+    n_ranks: int,
+    workers: dict[int, list[list[int]]],
+    gcn_first: bool,
+    late: frozenset[int] = frozenset(),
 ) -> Schedule:
     """Lanes from each rank's worker lanes' units, in order: a unit's ops on its worker lane
-    (with `gcn_first`, every unit's GCN ops before the GRU chain), its LOAD on ``h2d`` in the
-    order the workers take them; then the rank's GRAD_SYNC and STEP."""
+    (with `gcn_first`, every unit's GCN ops before the GRU chains, and the chains of the
+    units in `late` last), its LOAD on ``h2d`` in the order the workers take them; then the
+    rank's GRAD_SYNC and STEP."""
     lanes: dict[tuple[int, str], tuple[Action, ...]] = {}
     for rank in range(n_ranks):
         loads = []
@@ -73,7 +79,8 @@ def _schedule(
             chains = [(*OP_ORDER[w.order(u)][1:], "BWD") for u in units]
             if gcn_first:
                 acts = [Action(op, u) for u, c in zip(units, chains, strict=True) for op in c[:2]]
-                acts += [Action(op, u) for u, c in zip(units, chains, strict=True) for op in c[2:]]
+                chained = sorted(zip(units, chains, strict=True), key=lambda uc: uc[0] in late)
+                acts += [Action(op, u) for u, c in chained for op in c[2:]]
             else:
                 acts = [Action(op, u) for u, c in zip(units, chains, strict=True) for op in c]
             if k == 0:
@@ -95,12 +102,20 @@ def vertex_partition(profile: CostProfile, workload: SnapshotWorkload, n_ranks: 
 
 
 def snapshot_partition(profile: CostProfile, workload: SnapshotWorkload, n_ranks: int) -> Schedule:
-    """Contiguous blocks of positions, the same count on each rank, GCN first."""
+    """Contiguous blocks of positions, the same count on each rank, GCN first; a rank runs
+    last the chain of a group that began on the rank before it (it waits for that hidden
+    state), its own groups' chains first."""
     w = dataclasses.replace(workload, parts=1)
     n = w.n_positions
     bounds = [round(r * n / n_ranks) for r in range(n_ranks + 1)]
     units = {r: [list(range(bounds[r], bounds[r + 1]))] for r in range(n_ranks)}
-    return _schedule(f"snapshot_partition({n_ranks})", w, n_ranks, units, gcn_first=True)
+    late = frozenset(
+        u
+        for r in range(n_ranks)
+        for u in range(bounds[r], bounds[r + 1])
+        if w.group_of(u) == w.group_of(bounds[r]) and bounds[r] % w.group
+    )
+    return _schedule(f"snapshot_partition({n_ranks})", w, n_ranks, units, True, late)
 
 
 def _least_loaded(costs: dict[int, float], bins: int, by_cost: bool) -> list[list[int]]:

@@ -13,7 +13,7 @@ from tgpipe.cli import (
     positive_int,
 )
 from tgpipe.dag.bounds import MEMORY_BACKENDS
-from tgpipe.dag.profile import CostProfile, load_profile
+from tgpipe.dag.profile import CostProfile
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write_all
 from tgpipe.metrics import metrics
@@ -93,7 +93,14 @@ HEADER = [
 
 
 def _simulate(args: argparse.Namespace) -> None:
-    profile = load_profile(args.profile)
+    from tgpipe.schedules.snapshot_cli import profile_for, simulate_main
+
+    if args.workload == "snapshot":
+        simulate_main(args)
+        return
+    if args.data:
+        raise InputError("--data is for --workload snapshot; M-TGNN schedules take --batches")
+    profile = profile_for(args)
     names = [args.schedule] + [n for n in (args.compare or "").split(",") if n]
     schedules = [schedule_from_arg(name.strip(), profile, args) for name in names]
     results = []
@@ -126,9 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="simulate schedules on a cost profile and compare them",
         description="Simulate a schedule (a family or a schedule file) on the machine that a "
         "cost profile describes; print period, throughput, GPU bubbles and the gap to the lower "
-        "bound, side by side with the schedules given to --compare.",
+        "bound, side by side with the schedules given to --compare. With --workload snapshot: "
+        "snapshot epochs (families blad, snapshot_partition, vertex_partition; default blad "
+        "beside the other two), each epoch's time, GPU idle time and gap to the bound.",
     )
-    add_profile_arg(p)
+    add_profile_arg(p, default=None)
     p.add_argument(
         "--schedule",
         default="pipetgl",
@@ -182,4 +191,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="save the first schedule in the editable text format",
     )
+    from tgpipe.schedules.snapshot_cli import add_workload_args
+
+    add_workload_args(p)
     p.set_defaults(func=_simulate)

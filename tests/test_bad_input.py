@@ -34,6 +34,12 @@ RING = family("pipetgl", load_profile("gpu-illustrative"), 2, 4).dumps()  # pipe
 DP = family("data_parallel", load_profile("gpu-illustrative"), 2, 4).dumps()
 CSV = "u,i,ts,label\n0,10,1,0\n1,11,2,0\n2,10,3,0\n"
 LONG_CSV = "u,i,ts,label\n" + "".join(f"{k % 97},{1000 + k % 89},{k},0\n" for k in range(5000))
+SNAPSHOT_SCHEDULE = (
+    "# a snapshot schedule of 4 positions\nname mine\nworkload snapshot\nnodes 10\ngroup 2\n"
+    "snapshots 3:2 3:2 3:2 3:2\nranks 1\nbatches 4\n"
+    "rank 0 gpu: AGG0 DENSE0 RNN0 BWD0 AGG1 DENSE1 RNN1 BWD1 AGG2 DENSE2 RNN2 BWD2 "
+    "AGG3 DENSE3 RNN3 BWD3 STEP0\nrank 0 h2d: LOAD0 LOAD1 LOAD2 LOAD3\nrank 0 net: GRAD_SYNC0\n"
+)
 #: Output options of simulate: each case checks that none of these files appears.
 SIM_OUT = ("--trace", "t.json", "--gantt", "g.html", "--save-schedule", "s.txt")
 
@@ -623,6 +629,71 @@ CASES = [
         {"d.csv": LONG_CSV},
         # rank 0 of torchrun --nnodes 2 --nproc-per-node 1: refused before it meets the others
         {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"},
+    ),
+    # ---- snapshot workloads: tgpipe simulate / search --workload snapshot ------------------
+    Case(
+        "snapshot-bad-synthetic-spec",
+        ("simulate", "--workload", "snapshot", "--data", "skewed:x", *SIM_OUT),
+        "bad snapshot data 'skewed:x'",
+        "use skewed:N",
+    ),
+    Case(
+        "snapshot-zero-period",
+        ("simulate", "--workload", "snapshot", "--data", "d.csv", "--period", "0", *SIM_OUT),
+        "snapshot period must be a finite number > 0",
+        "86400 for a day",
+        {"d.csv": CSV},
+    ),
+    Case(
+        "snapshot-too-few-snapshots",
+        ("search", "--workload", "snapshot", "--data", "d.csv", "-o", "s.txt"),
+        "gives 1 snapshot(s)",
+        "use a shorter --period",
+        {"d.csv": CSV},
+    ),
+    Case(
+        "snapshot-mtgnn-profile",
+        ("simulate", "--workload", "snapshot", "--profile", "gpu-illustrative", *SIM_OUT),
+        "is for the mtgnn workload, not snapshot",
+        "give a snapshot profile",
+    ),
+    Case(
+        "snapshot-profile-for-mtgnn",
+        ("simulate", "--profile", "snapshot-gpu-illustrative", *SIM_OUT),
+        "is for the snapshot workload, not mtgnn",
+        "give a mtgnn profile",
+    ),
+    Case(
+        "snapshot-data-without-workload",
+        ("simulate", "--data", "skewed", *SIM_OUT),
+        "--data is for --workload snapshot",
+        "take --batches",
+    ),
+    Case(
+        "snapshot-unknown-family",
+        ("simulate", "--workload", "snapshot", "--schedule", "ring", *SIM_OUT),
+        "no file ring",
+        "a family (vertex_partition, snapshot_partition, blad)",
+    ),
+    Case(
+        "snapshot-schedule-for-other-data",
+        ("simulate", "--workload", "snapshot", "--schedule", "s.schedule", "--data", "skewed:12"),
+        "is a schedule for other snapshots",
+        "make it for this data",
+        {"s.schedule": SNAPSHOT_SCHEDULE},
+    ),
+    Case(
+        "snapshot-bad-groups",
+        ("search", "--workload", "snapshot", "--groups", "2,x", "-o", "s.txt"),
+        "--groups must list group sizes >= 1",
+        "like 2,4,8",
+    ),
+    Case(
+        "snapshot-mtgnn-schedule",
+        ("simulate", "--workload", "snapshot", "--schedule", "r.txt", *SIM_OUT),
+        "is an M-TGNN schedule",
+        "drop --workload snapshot",
+        {"r.txt": RING},
     ),
     # ---- tgpipe validate and tgpipe demo: refused before any profiling or rank ------------
     Case(

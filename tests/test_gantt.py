@@ -8,7 +8,7 @@ import sys
 import plotly.offline
 import pytest
 
-from tgpipe.dag.ops import OPS
+from tgpipe.dag.ops import ALL_OPS, OPS
 from tgpipe.gantt import (
     BUBBLE_COLOUR,
     OP_COLOURS,
@@ -216,8 +216,8 @@ def test_stacked_traces_share_one_time_axis():
 
 
 def test_one_colour_per_op_same_everywhere_one_legend_entry():
-    assert set(OP_COLOURS) == set(OPS)
-    assert len(set(OP_COLOURS.values())) == len(OPS)
+    assert set(OP_COLOURS) == set(ALL_OPS)  # both workloads' ops
+    assert len(set(OP_COLOURS.values())) == len(ALL_OPS)
     fig = gantt_figure([hand("a"), hand("b")])
     for t in fig.data:
         if t.name in OPS:

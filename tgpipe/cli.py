@@ -102,13 +102,19 @@ def add_data_args(p: argparse.ArgumentParser, *, limit: bool = True) -> None:
         )
 
 
-def add_profile_arg(p: argparse.ArgumentParser) -> None:
+def add_profile_arg(p: argparse.ArgumentParser, default: str | None = "gpu-illustrative") -> None:
+    """--profile; `default` None: the workload's built-in one (see --workload)."""
     p.add_argument(
         "--profile",
-        default="gpu-illustrative",
+        default=default,
         metavar="NAME|FILE",
-        help="built-in profile name or CostProfile JSON file "
-        "(default: %(default)s; see 'tgpipe profiles')",
+        help="built-in profile name or CostProfile JSON file (default: "
+        + (
+            "%(default)s"
+            if default
+            else "gpu-illustrative, snapshot-gpu-illustrative for --workload snapshot"
+        )
+        + "; see 'tgpipe profiles')",
     )
 
 

@@ -39,9 +39,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tgpipe.dag.ops import LANES, OPS
+from tgpipe.dag.ops import ALL_OPS, LANES
 from tgpipe.files import atomic_write
-from tgpipe.metrics import Metrics, metrics
+from tgpipe.metrics import Metrics, gpu_spans, metrics
 from tgpipe.trace import Trace, TraceRow
 
 __all__ = [
@@ -70,6 +70,11 @@ OP_COLOURS: dict[str, str] = {
     "BWD": "#98df8a",
     "GRAD_SYNC": "#7f7f7f",
     "STEP": "#8c564b",
+    # the snapshot workload's own ops
+    "LOAD": "#aec7e8",
+    "AGG": "#ffbb78",
+    "DENSE": "#e377c2",
+    "RNN": "#c49c94",
 }
 _UNKNOWN_COLOUR = "#000000"
 
@@ -89,7 +94,8 @@ _EPS = 1e-9  #: gaps shorter than this (seconds) are float noise, not bubbles
 def gpu_gaps(
     trace: Trace, rank: int, start: float | None = None, end: float | None = None
 ) -> list[tuple[float, float]]:
-    """Idle intervals (seconds) of the rank's ``gpu`` lane inside [start, end].
+    """Idle intervals (seconds) of the rank's GPU (its ``gpu`` and ``gpu2`` lanes) inside
+    [start, end].
 
     By default [start, end] is the whole run (first start to last end over all ranks), so
     that a rank that waits for its first batch shows that wait as a bubble. Overlapping actions
@@ -100,7 +106,7 @@ def gpu_gaps(
         start = min((r.start for r in trace.rows), default=0.0)
     if end is None:
         end = max((r.end for r in trace.rows), default=0.0)
-    spans = sorted((r.start, r.end) for r in trace.rows if r.rank == rank and r.lane == "gpu")
+    spans = gpu_spans(trace, rank)
     gaps, cursor = [], start
     for s, e in spans:
         if s >= end:
@@ -359,7 +365,7 @@ def _draw_block(fig, k: int, t: Trace, rows, m: Metrics | None, shown: set[str])
     groups: dict[tuple[str, str], list[TraceRow]] = {}
     for r in t.rows:
         groups.setdefault((r.op, r.lane), []).append(r)
-    order = {op: i for i, op in enumerate(OPS)}
+    order = {op: i for i, op in enumerate(ALL_OPS)}
     for op, lane in sorted(groups, key=lambda g: (order.get(g[0], len(order)), g[0], g[1])):
         group = groups[(op, lane)]
         # columns: batch, rank, start, end, row

@@ -9,8 +9,9 @@
 - **period**: the window's length over the batches completed inside it (after its start, up
   to and including its end), exact also where a group of batches completes at once;
 - **throughput**: events per second = batch size / period;
-- **GPU bubble ratio**: for each rank, the idle time of its ``gpu`` lane inside the window over
-  the window's length;
+- **GPU bubble ratio**: for each rank, the time inside the window when its GPU is idle (no
+  action on its ``gpu`` lane, nor on ``gpu2``, a second worker of the same GPU) over the
+  window's length;
 - **gap**: period / lower bound - 1.
 
 Examples
@@ -30,7 +31,7 @@ from typing import NamedTuple
 
 from tgpipe.trace import Trace
 
-__all__ = ["Metrics", "gpu_busy", "metrics", "steady_window"]
+__all__ = ["GPU_LANES", "Metrics", "gpu_busy", "gpu_spans", "metrics", "steady_window"]
 
 WARMUP, DRAIN = 0.2, 0.8
 
@@ -68,9 +69,17 @@ def steady_window(trace: Trace) -> tuple[float, float, int]:
     return start, end, bisect.bisect_right(ends, end) - bisect.bisect_right(ends, start)
 
 
+GPU_LANES = ("gpu", "gpu2")  #: the lanes that compute on a rank's GPU
+
+
+def gpu_spans(trace: Trace, rank: int) -> list[tuple[float, float]]:
+    """(start, end) of every action on the rank's GPU lanes, sorted."""
+    return sorted((r.start, r.end) for r in trace.rows if r.rank == rank and r.lane in GPU_LANES)
+
+
 def gpu_busy(trace: Trace, rank: int, start: float, end: float) -> float:
-    """Seconds that the rank's gpu lane is busy inside [start, end] (overlaps merged)."""
-    spans = sorted((r.start, r.end) for r in trace.rows if r.rank == rank and r.lane == "gpu")
+    """Seconds that the rank's GPU is busy inside [start, end] (overlaps merged)."""
+    spans = gpu_spans(trace, rank)
     busy, cursor = 0.0, start
     for s, e in spans:
         s, e = max(s, cursor), min(e, end)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from tgpipe.dag.ops import LANES, OPS
+from tgpipe.dag.ops import ALL_OPS, LANES
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write
 
@@ -99,7 +99,7 @@ class Trace:
                 rank, lane, op, batch, start, end = row
                 ok = (
                     lane in LANES
-                    and op in OPS
+                    and op in ALL_OPS
                     and all(_is_int(x, 0) for x in (rank, batch))
                     and all(_is_number(x) for x in (start, end))
                     and end >= start
