@@ -6,6 +6,12 @@ Every rank times the ops on real batches at once, as in a run, where every rank 
 they compete for the machine's cores and memory; rank 0 pools the samples. Then every rank
 joins the gradient all-reduce and the ping-pongs (see `tgpipe.executor.profiler`), and
 rank 0 writes the profile (``compute`` says whether the ops ran on a CPU or a GPU).
+
+``--workload snapshot`` profiles the snapshot workload instead (a GCN + GRU over graph
+snapshots, `tgpipe.executor.snapshot_profiler`): ``--data`` cut into snapshots of
+``--period`` time units (or ``skewed:N``, the synthetic sequence of N uneven snapshots),
+every training snapshot timed each epoch, and each op's cost fitted as a fixed part plus a
+part per vertex and per edge; ``--warmup`` and ``--repeat`` then count epochs.
 """
 
 from __future__ import annotations
@@ -25,6 +31,50 @@ __all__ = ["register"]
 #: Seconds a rank waits for a peer before giving up: the other ranks wait while rank 0
 #: times the ops, which may take long with many --repeat on large data.
 _TIMEOUT = 1800.0
+#: --warmup and --repeat when not given: batches (mtgnn) or epochs of snapshots (snapshot).
+_DEFAULT_COUNTS = {"mtgnn": (5, 50), "snapshot": (1, 5)}
+#: Above this correlation of the snapshots' vertices and edges, the note warns that the fit
+#: cannot tell a cost per vertex from a cost per edge.
+_COLLINEAR = 0.95
+#: Whole all-reduces timed after the snapshot ops (warm-up, measured).
+_SNAPSHOT_ALLREDUCES = (2, 20)
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type of --period: a finite number > 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number > 0 (time units per snapshot), got {text}"
+        )
+    return value
+
+
+def _counts(args: argparse.Namespace) -> None:
+    """Fill --warmup and --repeat with the workload's defaults where not given."""
+    warmup, repeat = _DEFAULT_COUNTS[args.workload]
+    args.warmup = warmup if args.warmup is None else args.warmup
+    args.repeat = repeat if args.repeat is None else args.repeat
+
+
+def _sequence(args: argparse.Namespace):
+    """The snapshot sequence of --data and --period (the same in every rank), checked to
+    have enough training snapshots to fit; bad data raises InputError."""
+    from tgpipe.executor.snapshot_profiler import check_sequence
+    from tgpipe.executor.snapshots import load_sequence
+
+    if args.limit_events:
+        raise InputError(
+            "--limit-events is for --workload mtgnn; with snapshots use a smaller file or skewed:N"
+        )
+    seq = load_sequence(args.data, args.period)
+    check_sequence(seq)
+    return seq
 
 
 def _stream(args: argparse.Namespace, device):
@@ -67,6 +117,7 @@ def _rank_main(args: argparse.Namespace) -> None:
     from tgpipe.executor.profiler import measure_links, measure_ops, time_allreduce
     from tgpipe.progress import Progress
 
+    _counts(args)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.set_num_threads(args.threads)
     if args.device == "cuda":
@@ -74,7 +125,10 @@ def _rank_main(args: argparse.Namespace) -> None:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    stream, config = _stream(args, device)
+    if args.workload == "snapshot":
+        seq = _sequence(args)
+    else:
+        stream, config = _stream(args, device)
     timeout = datetime.timedelta(seconds=_TIMEOUT)
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
@@ -82,6 +136,9 @@ def _rank_main(args: argparse.Namespace) -> None:
         alone = [dist.new_group([r], backend=backend, timeout=timeout) for r in range(world)]
         nodes = [0] * world
         dist.all_gather_object(nodes, int(os.environ.get("GROUP_RANK", 0)))
+        if args.workload == "snapshot":
+            _profile_snapshots(args, seq, device, rank, world, alone[rank], nodes)
+            return
         total = args.warmup + args.repeat
         with Progress(
             total, "profile ops", "batch", stream=sys.stderr if rank == 0 else None
@@ -108,7 +165,7 @@ def _rank_main(args: argparse.Namespace) -> None:
 def _write(args, stream, device, world, nodes, samples, allreduce, links) -> None:
     """Rank 0: the profile, checked, written, read back, and printed as a table."""
     from tgpipe.dag.ops import OPS
-    from tgpipe.dag.profile import CostProfile, OpCost, load_profile
+    from tgpipe.dag.profile import CostProfile, OpCost
     from tgpipe.executor.profiler import cpu_cores, device_name, median_spread
     from tgpipe.executor.stream import TRAIN
     from tgpipe.simulator.cli import print_table
@@ -146,7 +203,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         batch_size=args.batch_size,
         note=note,
         meta=meta,
-        compute=device.type,
+        compute="cpu" if device.type == "cpu" else "gpu",  # cuda: a GPU
     )
     if allreduce:
         median, spread = median_spread(allreduce)
@@ -159,10 +216,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
             "predicted": profile.cost("GRAD_SYNC", world, inter=across),
         }
     profile = dataclasses.replace(profile, meta=meta)
-    CostProfile.from_dict(profile.to_dict(), args.output)  # never write a profile that fails
-    profile.save(args.output)
-    if load_profile(args.output).to_dict() != profile.to_dict():  # pragma: no cover - a bug
-        raise RuntimeError(f"{args.output} does not read back as written")
+    _save(profile, args.output)
 
     print(
         f"{name} ({device.type}), {args.threads} thread(s), {graph.name}: "
@@ -174,13 +228,177 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
     ]
     print_table(rows, ["op", "median ms", "± ms", "bytes"])
     print()
+    _print_links(profile, links)
+    if allreduce:
+        a = meta["allreduce"]
+        print(
+            f"\nall-reduce of {a['bytes']:,} bytes of gradients on {world} ranks: "
+            f"{a['median'] * 1e3:.3f} ± {a['spread'] * 1e3:.3f} ms measured, "
+            f"{a['predicted'] * 1e3:.3f} ms by the profile"
+        )
+    print(f"wrote profile {args.output}")
+
+
+def _save(profile, path: str) -> None:
+    """Check the profile, write it atomically, and read it back: never a file that fails."""
+    from tgpipe.dag.profile import CostProfile, load_profile
+
+    CostProfile.from_dict(profile.to_dict(), path)
+    profile.save(path)
+    if load_profile(path).to_dict() != profile.to_dict():  # pragma: no cover - a bug
+        raise RuntimeError(f"{path} does not read back as written")
+
+
+def _print_links(profile, links) -> None:
+    from tgpipe.simulator.cli import print_table
+
     rows = [
         [kind, f"{link.latency * 1e6:.1f}", f"{link.bandwidth / 1e9:.3f}", links[kind][1]["how"]]
         for kind, link in (("intra", profile.intra), ("inter", profile.inter))
     ]
     print_table(rows, ["link", "latency us", "GB/s", "how"])
+
+
+def _profile_snapshots(args, seq, device, rank, world, alone, nodes) -> None:
+    """One rank of ``--workload snapshot``: time the ops (all ranks at once), pool the samples
+    on rank 0, time the whole all-reduce and the links, and write the profile (rank 0)."""
+    import torch.distributed as dist
+
+    from tgpipe.executor.profiler import measure_links, time_collective
+    from tgpipe.executor.snapshot_model import SnapshotConfig, grad_sync
+    from tgpipe.executor.snapshot_profiler import check_sequence, measure_snapshot_ops
+    from tgpipe.progress import Progress
+
+    config = SnapshotConfig()
+    total = (args.warmup + args.repeat) * len(check_sequence(seq))
+    with Progress(
+        total, "profile snapshot ops", "snapshot", stream=sys.stderr if rank == 0 else None
+    ) as bar:
+        samples = measure_snapshot_ops(
+            seq,
+            config,
+            args.group,
+            args.warmup,
+            args.repeat,
+            device=device,
+            group=alone,
+            progress=bar,
+        )
+    pooled = [None] * world if rank == 0 else None
+    dist.gather_object(samples.portable(), pooled)  # every rank's samples, as they ran together
+    if rank == 0:
+        for other in pooled[1:]:
+            samples.pool(other)
+    allreduce = None
+    if world > 1:
+        grads = samples.grads
+        allreduce = time_collective(lambda: grad_sync(grads), *_SNAPSHOT_ALLREDUCES, device)
+    links = measure_links(nodes, device)
+    if rank == 0:
+        _write_snapshots(args, seq, config, device, world, nodes, samples, allreduce, links)
+
+
+def _write_snapshots(args, seq, config, device, world, nodes, samples, allreduce, links) -> None:
+    """Rank 0: the fitted snapshot profile, checked, written, read back, printed."""
+    from tgpipe.executor.profiler import cpu_cores, device_name, median_spread
+    from tgpipe.executor.snapshot_profiler import copy_bandwidth, snapshot_profile
+    from tgpipe.simulator.cli import print_table
+
+    name = device_name(device)
+    gpu = device.type == "cuda"
+    bandwidth = copy_bandwidth(device) if gpu else None
+    edges = sorted(e for _, e in samples.sizes)
+    shares = (
+        "Shares of the GPU (compute, memory) are a rough estimate, UNTESTED: memory = twice "
+        "the bytes allocated during the op / (its time * the bandwidth of a large copy), "
+        "compute = the rest."
+        if gpu
+        else "Shares (compute, memory) are 1.0: on a CPU a rank runs one op at a time, so "
+        "there is no GPU to share."
+    )
+    note = (
+        f"Measured by 'tgpipe profile --workload snapshot' on {name} ({device.type}, "
+        f"{args.threads} torch thread(s) per rank, {world} rank(s) at once), data {seq.name} "
+        f"cut into {len(seq)} snapshots of {seq.period:g} time units: the ops of a GCN "
+        f"({config.in_dim} -> {config.hidden_dim}, agg_first) + GRU model timed on each of "
+        f"the {len(samples.sizes)} training snapshots ({edges[0]:,}-{edges[-1]:,} edges) in "
+        f"{args.repeat} epoch(s) after {args.warmup} warm-up epoch(s), in groups of "
+        f"{args.group}. Per op, seconds = median + per_vertex * V + per_edge * E, fitted by "
+        "non-negative least squares to each snapshot's median (fit quality in "
+        "meta.fit; spread = median |sample - fit|). GRAD_SYNC's median is its local overhead; "
+        "its messages are costed from the link. STEP: one Adam step per epoch. "
+        f"{shares} Links: intra, {links['intra'][1]['how']}; inter, "
+        f"{links['inter'][1]['how']}."
+    )
+    meta = {
+        "tool": "tgpipe profile --workload snapshot",
+        "data": seq.name,
+        "period": seq.period,
+        "group": args.group,
+        "order": "agg_first",
+        "model": {"in_dim": config.in_dim, "hidden_dim": config.hidden_dim},
+        "warmup": args.warmup,
+        "repeat": args.repeat,
+        "threads": args.threads,
+        "ranks": world,
+        "links": {k: detail for k, (_, detail) in links.items()},
+    }
+    profile = snapshot_profile(
+        samples,
+        links["intra"][0],
+        links["inter"][0],
+        name=Path(args.output).stem,
+        device=name,
+        compute="gpu" if gpu else "cpu",
+        cpu_cores=cpu_cores(),
+        note=note,
+        meta=meta,
+        bandwidth=bandwidth,
+    )
+    correlation = profile.meta["snapshots"]["vertex_edge_correlation"]
+    if correlation is not None and abs(correlation) > _COLLINEAR:
+        profile = dataclasses.replace(
+            profile,
+            note=f"{note} The snapshots' vertices and edges move together (correlation "
+            f"{correlation:.3f}): the split between per_vertex and per_edge is not "
+            "determined by this data; trust the fit for snapshots shaped like these only.",
+        )
     if allreduce:
-        a = meta["allreduce"]
+        median, spread = median_spread(allreduce)
+        profile.meta["allreduce"] = {
+            "ranks": world,
+            "bytes": profile.ops["GRAD_SYNC"].bytes,
+            "median": median,
+            "spread": spread,
+            "predicted": profile.cost("GRAD_SYNC", world, inter=len(set(nodes)) > 1),
+        }
+    _save(profile, args.output)
+
+    print(
+        f"{name} ({device.type}), {args.threads} thread(s), {seq.name}: "
+        f"{len(samples.sizes)} training snapshots x {args.repeat} epoch(s) x {world} rank(s) "
+        f"after {args.warmup} warm-up epoch(s)"
+    )
+    fits = profile.meta["fit"]
+    rows = []
+    for op, c in profile.ops.items():
+        fit = fits.get(op)
+        rows.append(
+            [
+                op,
+                f"{c.median * 1e3:.4f}",
+                f"{c.per_vertex * 1e9:.2f}",
+                f"{c.per_edge * 1e9:.2f}",
+                f"{c.bytes:,}",
+                "-" if fit is None or fit["r2"] is None else f"{fit['r2']:.3f}",
+                "-" if fit is None else f"{fit['median_relative_error'] * 100:.1f}%",
+            ]
+        )
+    print_table(rows, ["op", "median ms", "ns/vertex", "ns/edge", "bytes", "R^2", "med err"])
+    print()
+    _print_links(profile, links)
+    if allreduce:
+        a = profile.meta["allreduce"]
         print(
             f"\nall-reduce of {a['bytes']:,} bytes of gradients on {world} ranks: "
             f"{a['median'] * 1e3:.3f} ± {a['spread'] * 1e3:.3f} ms measured, "
@@ -194,7 +412,10 @@ def _run(args: argparse.Namespace) -> None:
 
     def check() -> None:
         _check_device(args)
-        _stream(args, "cpu")
+        if args.workload == "snapshot":
+            _sequence(args)
+        else:
+            _stream(args, "cpu")
 
     run_ranks(args.nproc, lambda: _rank_main(args), check)
 
@@ -208,9 +429,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(median absolute deviation) per op, and the bytes it moves. With several ranks, "
         "also the latency and bandwidth between them (ping-pong) and the gradient "
         "all-reduce. Writes a CostProfile for 'tgpipe simulate --profile' and 'tgpipe search "
-        "--profile'.",
+        "--profile'. With --workload snapshot, the ops of the snapshot model (GCN + GRU) on "
+        "each training snapshot, each op's cost fitted as a fixed part plus a part per vertex "
+        "and per edge of a snapshot.",
     )
     add_data_args(p)
+    p.add_argument(
+        "--workload",
+        choices=("mtgnn", "snapshot"),
+        default="mtgnn",
+        help="TGN batches (mtgnn), or a GCN + GRU over graph snapshots (snapshot; --data "
+        "is then a data set cut every --period, or skewed:N, a synthetic sequence of N "
+        "uneven snapshots; --batch-size is unused) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--period",
+        type=_positive_seconds,
+        default=86400.0,
+        metavar="SECONDS",
+        help="snapshot: time units per snapshot (default: %(default)g, a day of seconds)",
+    )
+    p.add_argument(
+        "--group",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="snapshot: snapshots per group, the hidden state restarting at each "
+        "(default: %(default)s)",
+    )
     p.add_argument(
         "--device",
         choices=("cpu", "cuda"),
@@ -221,14 +467,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--warmup",
         type=nonnegative_int,
-        default=5,
-        help="batches run first and not counted (default: %(default)s)",
+        default=None,
+        help="batches run first and not counted (default: 5); snapshot: epochs (default: 1)",
     )
     p.add_argument(
         "--repeat",
         type=positive_int,
-        default=50,
-        help="batches measured, also all-reduces timed (default: %(default)s)",
+        default=None,
+        help="batches measured, also all-reduces timed (default: 50); snapshot: epochs "
+        "measured (default: 5)",
     )
     p.add_argument(
         "--nproc",

@@ -80,6 +80,7 @@ __all__ = [
     "nbytes",
     "ping_pong",
     "time_allreduce",
+    "time_collective",
 ]
 
 #: Ping-pong messages: a small one for the latency, a large one for the bandwidth (larger on
@@ -205,13 +206,25 @@ def time_allreduce(
     is timed waiting for a late peer.
     """
     state = open_batch(stream, 0)  # a holder: the op reads and replaces only its grads
-    now = clock(stream.device)
+
+    def sync() -> None:
+        state.grads = grads
+        grad_sync(state, group)
+
+    return time_collective(sync, warmup, repeat, stream.device, group)
+
+
+def time_collective(
+    call: Callable[[], object], warmup: int, repeat: int, device: torch.device, group=None
+) -> list[float]:
+    """Seconds of `call` (a collective over `group`, every rank of which calls this too),
+    `repeat` times after `warmup`, each started together after a barrier."""
+    now = clock(device)
     times = []
     for k in range(warmup + repeat):
-        state.grads = grads
         dist.barrier(group=group)
         start = now()
-        grad_sync(state, group)
+        call()
         if k >= warmup:
             times.append(now() - start)
     return times
