@@ -15,7 +15,7 @@ from tgpipe.dag.profile import CostProfile, load_profile
 from tgpipe.dag.snapshot import SnapshotWorkload, snapshot_bound
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write_all
-from tgpipe.metrics import gpu_busy
+from tgpipe.metrics import gpu_idle
 from tgpipe.schedules.ir import Schedule
 from tgpipe.schedules.snapshot import SNAPSHOT_FAMILIES, snapshot_family, snapshot_search
 from tgpipe.simulator.sim import simulate
@@ -120,9 +120,7 @@ def epoch_row(trace: Trace, schedule: Schedule, profile: CostProfile) -> list[st
 
     w = schedule.workload
     end = max(r.end for r in trace.rows)
-    idle = 1 - sum(gpu_busy(trace, r, 0.0, end) for r in range(schedule.n_ranks)) / (
-        end * schedule.n_ranks
-    )
+    idle = gpu_idle(trace)
     bound = snapshot_bound(w, profile, schedule.n_ranks).seconds
     orders = "/".join(dict.fromkeys(w.orders))
     return [

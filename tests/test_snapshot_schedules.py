@@ -128,3 +128,16 @@ def test_families_refuse_bad_choices(skewed):
         dataclasses.replace(skewed, group=0)
     assert vertex_partition(PROFILE, skewed, 2).workload.parts == 2
     assert snapshot_partition(PROFILE, skewed, 2).workload.parts == 1
+
+
+def test_gpu_idle_counts_both_workers_and_the_chart_titles_an_epoch(skewed):
+    from tgpipe.gantt import block_title
+    from tgpipe.metrics import gpu_idle, metrics
+    from tgpipe.trace import Trace, TraceRow
+
+    rows = [TraceRow(0, "gpu", "AGG", 0, 0.0, 2.0), TraceRow(0, "gpu2", "DENSE", 1, 1.0, 3.0)]
+    rows.append(TraceRow(0, "gpu", "STEP", 0, 3.5, 4.0))
+    assert gpu_idle(Trace(rows, {"n_ranks": 1})) == pytest.approx(0.5 / 4.0)
+    trace = simulate(blad(PROFILE, skewed, 2), PROFILE)
+    title = block_title(trace, metrics(trace))
+    assert "epoch" in title and "GPU idle" in title and "events/s" not in title

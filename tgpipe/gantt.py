@@ -41,7 +41,7 @@ from plotly.subplots import make_subplots
 
 from tgpipe.dag.ops import ALL_OPS, LANES
 from tgpipe.files import atomic_write
-from tgpipe.metrics import Metrics, gpu_spans, metrics
+from tgpipe.metrics import Metrics, gpu_idle, gpu_spans, metrics
 from tgpipe.trace import Trace, TraceRow
 
 __all__ = [
@@ -139,6 +139,11 @@ def block_title(trace: Trace, m: Metrics | None) -> str:
     parts = [_label(trace, bold=True)]
     if m is None:
         return parts[0] + " · no actions"
+    if trace.meta.get("workload") == "snapshot":  # one epoch: no steady state, no events
+        parts += [f"epoch {m.makespan * 1e3:.3f} ms", f"GPU idle {gpu_idle(trace) * 100:.1f}%"]
+        if trace.meta.get("bound_epoch"):
+            parts.append(f"gap {(m.makespan / trace.meta['bound_epoch'] - 1) * 100:+.1f}%")
+        return " · ".join(parts)
     parts.append(f"period {m.period * 1e3:.3f} ms/batch")
     parts.append(f"{m.throughput:,.0f} events/s" if math.isfinite(m.throughput) else "throughput ∞")
     parts.append(f"GPU bubble {m.bubble * 100:.1f}%")
@@ -322,7 +327,7 @@ def _draw_block(fig, k: int, t: Trace, rows, m: Metrics | None, shown: set[str])
             layer="below",
             exclude_empty_subplots=False,
         )
-    if m is not None and m.window[1] > m.window[0]:
+    if m is not None and m.window[1] > m.window[0] and t.meta.get("workload") != "snapshot":
         fig.add_vrect(
             x0=m.window[0] * 1e3,
             x1=m.window[1] * 1e3,

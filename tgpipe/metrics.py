@@ -31,7 +31,15 @@ from typing import NamedTuple
 
 from tgpipe.trace import Trace
 
-__all__ = ["GPU_LANES", "Metrics", "gpu_busy", "gpu_spans", "metrics", "steady_window"]
+__all__ = [
+    "GPU_LANES",
+    "Metrics",
+    "gpu_busy",
+    "gpu_idle",
+    "gpu_spans",
+    "metrics",
+    "steady_window",
+]
 
 WARMUP, DRAIN = 0.2, 0.8
 
@@ -107,3 +115,15 @@ def metrics(trace: Trace, bound: float | None = None) -> Metrics:
     throughput = batch_size / period if period > 0 else math.inf
     gap = period / bound - 1.0 if bound else None
     return Metrics(makespan, period, throughput, bubbles, (start, end), gap)
+
+
+def gpu_idle(trace: Trace) -> float:
+    """The GPU bubble ratio of a whole run (first start to last end), the mean over ranks:
+    for a run that has no steady state, one snapshot epoch ending in an all-reduce."""
+    if not trace.rows:
+        return 0.0
+    start = min(r.start for r in trace.rows)
+    end = max(r.end for r in trace.rows)
+    ranks = range(max(trace.n_ranks, 1 + max(r.rank for r in trace.rows)))
+    busy = sum(gpu_busy(trace, rank, start, end) for rank in ranks)
+    return 1 - busy / ((end - start) * len(ranks)) if end > start else 0.0
