@@ -1,4 +1,8 @@
-"""Subcommand `tgpipe run`: train a TGN with a schedule, on local ranks or under torchrun."""
+"""Subcommand `tgpipe run`: train a TGN with a schedule, on local ranks or under torchrun.
+
+With ``--workload snapshot`` it trains the snapshot model (GCN + GRU) instead, through
+`tgpipe.executor.snapshot_run`.
+"""
 
 from __future__ import annotations
 
@@ -96,6 +100,11 @@ def _memory_backend(args: argparse.Namespace, schedule, world: int) -> str:
 
 def _rank_main(args: argparse.Namespace) -> None:
     """The body of one rank (started by `tgpipe run --nproc` or by torchrun)."""
+    if args.workload == "snapshot":
+        from tgpipe.executor.snapshot_run import snapshot_rank_main
+
+        snapshot_rank_main(args)
+        return
     import torch
     import torch.distributed as dist
 
@@ -303,6 +312,14 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
 def _run(args: argparse.Namespace) -> None:
     from tgpipe.executor.launch import run_ranks
 
+    if args.schedule is None:
+        args.schedule = "blad" if args.workload == "snapshot" else "pipetgl"
+    if args.workload == "snapshot":
+        from tgpipe.executor.snapshot_run import check_snapshot_args
+
+        run_ranks(args.nproc, lambda: _rank_main(args), lambda: check_snapshot_args(args))
+        return
+
     def check() -> None:
         _, stream, _, schedule = _build(args, args.nproc)
         _check_checkpoint_args(args, schedule, stream, args.nproc)
@@ -320,12 +337,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         "runs its own rank. Prints time, events/s, loss, val and test AP/AUC per epoch.",
     )
     p.add_argument(
+        "--workload",
+        choices=("mtgnn", "snapshot"),
+        default="mtgnn",
+        help="mtgnn: a TGN over event batches; snapshot: a GCN + GRU over graph snapshots "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--schedule",
-        default="pipetgl",
+        default=None,
         metavar="FAMILY|FILE",
-        help="a family or a schedule file (default: %(default)s)",
+        help="a family or a schedule file (default: pipetgl; blad with --workload snapshot; "
+        "snapshot families: vertex_partition (simulated only), snapshot_partition, blad)",
     )
     add_data_args(p)
+    p.add_argument(
+        "--period",
+        type=float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="--workload snapshot: time per snapshot (default: %(default)g, a day); "
+        "--data skewed:N: a synthetic sequence of N uneven snapshots",
+    )
+    p.add_argument(
+        "--group",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="--workload snapshot: snapshots per group, the hidden state restarting at each "
+        "(default: %(default)s)",
+    )
     p.add_argument(
         "--nproc", type=positive_int, default=2, help="local ranks to start (default: %(default)s)"
     )

@@ -11,6 +11,11 @@ weights, and the epoch's gradients are summed in position order into one Adam st
 `train_groups` is the unit a rank runs: some groups, their losses and their summed
 gradients; the reference's epoch is `train_groups` over all groups, then STEP.
 
+The GCN order may differ from group to group (`orders`, indexed by group number as
+`tgpipe.dag.snapshot.SnapshotWorkload.order` indexes them): BLAD's pairing writes the second
+worker's groups DENSE-first, and a run of such a schedule is compared with the reference
+under the same orders. Evaluation runs with the first order.
+
 Evaluation: after training, with the final weights, each validation (test) position t, whose
 target snapshot t+1 is a validation (test) snapshot, is scored after running its group from
 the group's start, as in training; AP and AUC are the means over positions of each
@@ -29,6 +34,7 @@ Examples
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +44,7 @@ from tgpipe.errors import InputError
 from tgpipe.executor.learner import Learner
 from tgpipe.executor.scores import average_precision, roc_auc
 from tgpipe.executor.snapshot_model import (
+    ORDERS,
     Hidden,
     SnapshotConfig,
     SnapshotGNN,
@@ -69,6 +76,7 @@ class SnapshotResult:
     grads: list[torch.Tensor]  #: the last epoch's summed gradients (parameters() order)
     val: tuple[float, float] | None = None  #: (AP, AUC) after the last epoch
     test: tuple[float, float] | None = None
+    orders: tuple[str, ...] = ()  #: the GCN order of each group (one entry: all)
 
 
 def train_groups(
@@ -83,19 +91,28 @@ def train_groups(
     grads: list[torch.Tensor] | None = None,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    orders: Sequence[str] | None = None,
 ) -> tuple[list[float], list[torch.Tensor]]:
     """Forward and backward of every position of `groups`, in the order given, with `model`'s
     weights: each position's loss, and the gradients summed into `grads` (new zeros when
-    None) in that order. Each group must start at a multiple of `group_size`."""
+    None) in that order. Each group must start at a multiple of `group_size`. `orders`: the
+    GCN order of group k is ``orders[k % len(orders)]`` (None: `order` for all)."""
     hidden = Hidden(seq.n_nodes, model.config.hidden_dim, device)
     grads = zero_grads(model) if grads is None else grads
+    orders = _orders(order, orders)
     losses = []
     for group in groups:
         if group.start % group_size:
             raise ValueError(f"group {group} does not start a group of {group_size}")
         for t in group:
             state = open_snapshot(
-                seq, t, group_size=group_size, epoch=epoch, seed=seed, order=order, device=device
+                seq,
+                t,
+                group_size=group_size,
+                epoch=epoch,
+                seed=seed,
+                order=orders[t // group_size % len(orders)],
+                device=device,
             )
             forward(state, model, hidden, seq)
             bwd(state, model, grads)
@@ -103,6 +120,19 @@ def train_groups(
             if progress:
                 progress.update(note=f"loss {state.loss_value:.4f}")
     return losses, grads
+
+
+def _orders(order: str, orders: Sequence[str] | None) -> tuple[str, ...]:
+    """The per-group orders: `orders`, or `order` for every group."""
+    if orders is None:
+        return (order,)
+    orders = tuple(orders)
+    bad = [o for o in orders if o not in ORDERS]
+    if not orders or bad:
+        raise InputError(
+            f"GCN orders must be one or more of {', '.join(ORDERS)}, got {', '.join(orders)}"
+        )
+    return orders
 
 
 @torch.no_grad()
@@ -177,15 +207,20 @@ def train_snapshots(
     device: torch.device | str = "cpu",
     evaluate: bool = True,
     progress: bool = False,
+    orders: Sequence[str] | None = None,
 ) -> SnapshotResult:
     """Train on the training positions of `seq` for `epochs` epochs (one Adam step each);
-    with `evaluate`, validation and test AP/AUC after the last epoch."""
+    with `evaluate`, validation and test AP/AUC after the last epoch. `orders`: one GCN
+    order per training group (group k: ``orders[k % len(orders)]``), as a schedule's
+    workload states them; None: `order` for every group. Evaluation uses the first."""
     config = config or SnapshotConfig()
+    orders = _orders(order, orders)
+    order = orders[0]
     _check(seq, epochs, evaluate)
     groups = snapshot_groups(phase_steps(seq)[TRAIN], group_size)
     model = build_snapshot_model(seq.n_nodes, config, seq.node_dim, seed).to(device)
     learner = Learner(model, config.lr)
-    result = SnapshotResult(order, group_size, [], [], learner, [])
+    result = SnapshotResult(order, group_size, [], [], learner, [], orders=orders)
     n_train = sum(len(g) for g in groups)
     for epoch in range(epochs):
         bar = Progress(n_train, f"epoch {epoch}", "snapshot") if progress else None
@@ -197,9 +232,9 @@ def train_snapshots(
             group_size=group_size,
             epoch=epoch,
             seed=seed,
-            order=order,
             device=device,
             progress=bar,
+            orders=orders,
         )
         step(learner, grads)
         result.seconds.append(time.perf_counter() - start)

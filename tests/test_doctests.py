@@ -36,6 +36,8 @@ MODULES = [
     "tgpipe.executor.snapshots",
     "tgpipe.executor.snapshot_model",
     "tgpipe.executor.snapshot_reference",
+    "tgpipe.executor.snapshot_runtime",
+    "tgpipe.executor.snapshot_profiler",
     "tgpipe.schedules.ir",
     "tgpipe.schedules.families",
     "tgpipe.schedules.snapshot",

@@ -1,0 +1,243 @@
+"""`tgpipe run --workload snapshot`: train the snapshot model with a schedule on gloo ranks.
+
+The snapshot workload's side of `tgpipe run` (`tgpipe.executor.run_cli` parses the command
+line and dispatches here): `check_snapshot_args` refuses bad input in the launching process,
+before any rank starts, with one line; `snapshot_rank_main` is the body of one rank under
+the launcher (`tgpipe.executor.launch`: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as
+torchrun sets them). Every rank builds the same sequence, workload and schedule from the
+arguments, so they agree without talking:
+
+- the sequence: ``cut_snapshots(load_dataset(DATA), PERIOD)``, or with ``--data skewed:N``
+  the synthetic sequence of N snapshots of uneven sizes (`tgpipe.executor.snapshots.
+  load_sequence`, as the other snapshot commands read it);
+- the workload: its training epoch in groups of ``--group`` (`snapshot_workload`);
+- the schedule: a family (vertex_partition, snapshot_partition, blad) on the started ranks,
+  or a schedule file, whose workload must be this data's (the same snapshot sizes, vertices
+  and group size: a schedule made for other data would assign other work).
+
+Each epoch rank 0 prints its time, snapshots/s, mean loss and (unless ``--no-evaluate``)
+validation and test AP and AUC, computed by the reference's evaluation
+(`evaluate_snapshots`) with the trained weights. ``--trace`` saves the last epoch's measured
+trace, ``--metrics`` each epoch's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import time
+
+from tgpipe.errors import InputError
+from tgpipe.files import atomic_open
+
+__all__ = ["build_snapshot_run", "check_snapshot_args", "load_sequence", "snapshot_rank_main"]
+
+
+def load_sequence(args: argparse.Namespace):
+    """The snapshot sequence that ``--data`` (and ``--period``, ``--limit-events``) name:
+    `tgpipe.executor.snapshots.load_sequence`, the one every snapshot command reads."""
+    from tgpipe.executor.data import load_dataset
+    from tgpipe.executor.snapshots import cut_snapshots
+    from tgpipe.executor.snapshots import load_sequence as named_sequence
+
+    if not getattr(args, "limit_events", None) or str(args.data).startswith("skewed"):
+        return named_sequence(str(args.data), args.period)
+    graph = load_dataset(args.data)
+    return cut_snapshots(graph.slice(0, min(args.limit_events, graph.n_events)), args.period)
+
+
+def _same_workload(mine, data, where: str, group: int) -> None:
+    """A schedule file's workload against the data's: one line on what differs."""
+    if (mine.sizes, mine.n_nodes) != (data.sizes, data.n_nodes):
+        raise InputError(
+            f"schedule {where} is for another snapshot sequence ({mine.n_positions} training "
+            f"snapshots over {mine.n_nodes} vertices) than the data ({data.n_positions} over "
+            f"{data.n_nodes}, with this --period): make the schedule for this data"
+        )
+    if mine.group != data.group:
+        raise InputError(
+            f"schedule {where} has groups of {mine.group} snapshots but --group is {group}: "
+            f"use --group {mine.group}"
+        )
+
+
+def build_snapshot_run(args: argparse.Namespace, world: int):
+    """Sequence, model config, workload and schedule, checked against each other and the
+    `world` size (the same in every rank); InputError (one line) otherwise."""
+    from tgpipe.dag.profile import load_profile
+    from tgpipe.executor.snapshot_model import SnapshotConfig, snapshot_workload
+    from tgpipe.executor.snapshot_reference import _check
+    from tgpipe.executor.snapshot_runtime import check_runnable
+    from tgpipe.schedules.ir import Schedule, validate
+    from tgpipe.schedules.snapshot import snapshot_family
+
+    seq = load_sequence(args)
+    _check(seq, args.epochs, args.evaluate)
+    config = SnapshotConfig()
+    workload = snapshot_workload(seq, args.group, config)
+    if os.path.isfile(args.schedule):
+        schedule = Schedule.load(args.schedule)
+        check_runnable(schedule)
+        _same_workload(schedule.workload, workload, args.schedule, args.group)
+    else:
+        profile = load_profile("snapshot-gpu-illustrative")
+        schedule = snapshot_family(args.schedule, profile, workload, world)
+        check_runnable(schedule)
+    if schedule.n_ranks > world:
+        raise InputError(
+            f"schedule {schedule.name!r} is for {schedule.n_ranks} ranks but {world} were "
+            f"started: use --nproc {schedule.n_ranks}"
+        )
+    validate(schedule)
+    return seq, config, schedule.workload, schedule
+
+
+def check_snapshot_args(args: argparse.Namespace) -> None:
+    """Refuse what cannot run, before any rank is started (one line, InputError)."""
+    if args.checkpoint or args.resume or args.checkpoint_every:
+        raise InputError(
+            "--checkpoint, --checkpoint-every and --resume are for the mtgnn workload: a "
+            "snapshot epoch is short; run it without them"
+        )
+    if args.memory != "auto":
+        raise InputError("--memory is for the mtgnn workload (node memory); leave it out")
+    build_snapshot_run(args, args.nproc)
+
+
+def snapshot_rank_main(args: argparse.Namespace) -> None:
+    """The body of one rank of ``tgpipe run --workload snapshot``."""
+    import torch
+    import torch.distributed as dist
+
+    from tgpipe.executor.snapshot_runtime import SnapshotRunner
+    from tgpipe.executor.watchdog import Watchdog, rendezvous
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    torch.set_num_threads(args.threads)
+    seq, config, workload, schedule = build_snapshot_run(args, world)
+    timeout = datetime.timedelta(seconds=args.timeout)
+    store = rendezvous(rank, world, args.timeout)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)
+    watchdog = Watchdog(store, rank, world, lost_after=min(10.0, args.timeout)).start()
+    try:
+        p2p = dist.new_group(backend="gloo", timeout=timeout)  # hidden-state messages
+        members = list(range(schedule.n_ranks))  # every rank creates every group
+        sync = dist.new_group(members, backend="gloo", timeout=timeout)
+        runner = None
+        if rank < schedule.n_ranks:
+            runner = SnapshotRunner(
+                rank,
+                schedule,
+                seq,
+                config,
+                seed=args.seed,
+                p2p=p2p,
+                sync=sync,
+                timeout=args.timeout,
+            )
+        try:
+            _train(args, rank, world, seq, workload, schedule, runner)
+        except Exception:
+            watchdog.explain()  # a lost peer ends the process here, with one line naming it
+            raise
+        dist.barrier()
+        watchdog.stop()
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(args, rank, world, seq, workload, schedule, runner) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from tgpipe.executor.snapshot_reference import evaluate_snapshots
+    from tgpipe.executor.stream import TEST, VAL
+    from tgpipe.trace import Trace
+
+    n = workload.n_positions
+    if rank == 0:
+        orders = sorted(set(workload.orders))
+        print(
+            f"{schedule.name}: {n} training snapshots in groups of {workload.group} per epoch "
+            f"on {schedule.n_ranks} rank(s) of {world}, GCN {' and '.join(orders)}",
+            flush=True,
+        )
+    all_losses, epochs, rows = [], [], []
+    for epoch in range(args.epochs):
+        dist.barrier()  # every rank starts the epoch together
+        start = time.perf_counter()
+        result = runner.run_epoch(epoch) if runner else None
+        seconds = time.perf_counter() - start
+        gathered = [None] * world if rank == 0 else None
+        mine = (result.losses, result.rows, seconds) if result else ({}, [], 0.0)
+        dist.gather_object(mine, gathered)
+        if rank != 0:
+            continue
+        seconds = max(part[2] for part in gathered)  # the epoch ends with its slowest rank
+        losses = {u: v for part in gathered for u, v in part[0].items()}
+        rows = sorted((r for part in gathered for r in part[1]), key=lambda r: (r.start, r.rank))
+        all_losses.append([losses[u] for u in sorted(losses)])
+        record = {
+            "epoch": epoch,
+            "seconds": seconds,
+            "snapshots_per_s": n / seconds,
+            "loss": sum(losses.values()) / len(losses),
+        }
+        line = (
+            f"epoch {epoch}: {seconds:.2f} s, {record['snapshots_per_s']:,.1f} snapshots/s, "
+            f"loss {record['loss']:.4f}"
+        )
+        if args.evaluate:
+            scores = evaluate_snapshots(
+                seq,
+                runner.learner.model,
+                group_size=workload.group,
+                seed=args.seed,
+                order=workload.orders[0],
+            )
+            (record["val_ap"], record["val_auc"]), (record["test_ap"], record["test_auc"]) = (
+                scores[VAL],
+                scores[TEST],
+            )
+            line += (
+                f", val AP {record['val_ap']:.4f} AUC {record['val_auc']:.4f}, "
+                f"test AP {record['test_ap']:.4f} AUC {record['test_auc']:.4f}"
+            )
+        epochs.append(record)
+        print(line, flush=True)
+    if rank == 0:
+        meta = {
+            "schedule": schedule.name,
+            "n_ranks": schedule.n_ranks,
+            "source": "measured",
+            "workload": "snapshot",
+            "group": workload.group,
+            "orders": list(workload.orders),
+        }
+        if args.metrics:
+            with atomic_open(args.metrics) as f:
+                json.dump({**meta, "epochs": epochs}, f, indent=1)
+            print(f"wrote metrics {args.metrics}")
+        trace = Trace(rows, meta)  # the last epoch, from its start
+        if args.trace:
+            trace.save(args.trace)
+            print(f"wrote trace {args.trace}")
+        if args.gantt:
+            from tgpipe.gantt import write_gantt
+
+            write_gantt([trace], args.gantt)
+            print(f"wrote Gantt chart {args.gantt}")
+    if args.dump and runner:
+        torch.save(
+            {
+                "learner": runner.learner.pack(),
+                "losses": all_losses if rank == 0 else None,
+                "orders": workload.orders,
+                "group": workload.group,
+                "schedule": schedule.name,
+            },
+            f"{args.dump}.rank{rank}",
+        )
