@@ -9,9 +9,9 @@ each family from that profile, run the same schedule file on local gloo ranks), 
 verdict: the largest error, and whether every family is within 10 %. Two more columns split
 the error: the *replay* simulates each run again with its own measured op costs (the model's
 error alone). The machine's speed drifts (by 10-20 % within a minute while it is shared), so
-each family is predicted from a profile taken just before its run, and the next profile,
-just after it, gives the *drift* across the run (the sum of the op costs, after over before):
-error that no model of the schedule can know about.
+each family is predicted from a profile of its ranks (sequential: one rank alone) taken just
+before its run, and another profile just after it gives the *drift* across the run (the sum
+of the op costs, after over before): error that no model of the schedule can know about.
 """
 
 from __future__ import annotations
@@ -41,19 +41,21 @@ def main() -> None:
     limit = args.limit_events or None
     n = training_batches(args.data, args.batch_size, limit)
     data = data_args(args.data, args.batch_size, limit)
-    profiles, rows = [measure_profile(data, args.nproc, 30)], []
-    for name in FAMILY_NAMES:  # each from a profile taken just before its run
-        schedules = family_schedules([name], profiles[-1], args.nproc, n)
-        rows += validate(schedules, profiles[-1], data)[0]
-        profiles.append(measure_profile(data, args.nproc, 30))
-    print(f"{n} batches of {args.batch_size} events, {profiles[0].device}, {args.nproc} ranks")
+    repeat = max(30, n)  # every training batch, for its scale
+    rows, drift = [], []
+    for name in FAMILY_NAMES:  # each from a profile of its ranks taken just before its run
+        ranks = 1 if name == "sequential" else args.nproc
+        before = measure_profile(data, ranks, repeat)
+        rows += validate(family_schedules([name], before, args.nproc, n), before, data)[0]
+        drift.append(_total(measure_profile(data, ranks, repeat)) / _total(before) - 1)
+    print(f"{n} batches of {args.batch_size} events, {before.device}, {args.nproc} ranks")
     head = ("schedule", "predicted ms", "measured ms", "error %", "replay ms", "replay err %")
     print(f"{head[0]:<18}" + "".join(f"{h:>14}" for h in (*head[1:], "drift %")))
-    for f, before, after in zip(rows, profiles, profiles[1:], strict=False):
+    for f, moved in zip(rows, drift, strict=True):
         cells = (f.predicted * 1e3, f.measured * 1e3, f.error * 100, f.replayed * 1e3)
         print(
             f"{f.name:<18}{cells[0]:>14.2f}{cells[1]:>14.2f}{cells[2]:>+14.1f}{cells[3]:>14.2f}"
-            f"{f.replay_error * 100:>+14.1f}{(_total(after) / _total(before) - 1) * 100:>+14.1f}"
+            f"{f.replay_error * 100:>+14.1f}{moved * 100:>+14.1f}"
         )
     for what, error in (("error", lambda f: f.error), ("replay error", lambda f: f.replay_error)):
         worst = max(rows, key=lambda f: abs(error(f)))

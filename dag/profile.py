@@ -111,6 +111,9 @@ class CostProfile:
     meta: dict = field(default_factory=dict)
     compute: str = "gpu"  #: one of COMPUTE
     workload: str = "mtgnn"  #: one of tgpipe.dag.ops.WORKLOADS
+    #: per training batch, its ops' time over the sum of their medians (empty: all alike);
+    #: batch b of a run costs `cost` times batch_scale[b % len]: see `batch_cost`
+    batch_scale: tuple[float, ...] = ()
 
     # ---- costs: the one place where an op's time is decided --------------------------------
     def cost(self, op: str, n_ranks: int = 1, inter: bool = False) -> float:
@@ -125,6 +128,16 @@ class CostProfile:
         link = self.inter if inter else self.intra
         steps = 2 * (n_ranks - 1)
         return entry.median + steps * link.time(entry.bytes / n_ranks)
+
+    def batch_cost(self, op: str, batch: int, n_ranks: int = 1, inter: bool = False) -> float:
+        """`cost` of `op` for that batch: batches differ (a batch late in an epoch samples
+        more neighbours than an early one), and a synchronous group waits for its slowest
+        member, so the simulator costs each batch as measured. GRAD_SYNC moves the same
+        gradients for every batch."""
+        base = self.cost(op, n_ranks, inter)
+        if not self.batch_scale or op == "GRAD_SYNC":
+            return base
+        return base * self.batch_scale[batch % len(self.batch_scale)]
 
     def transfer_time(self, nbytes: float, inter: bool) -> float:
         """One message of `nbytes` between two ranks, on one machine or across machines."""
@@ -156,6 +169,7 @@ class CostProfile:
             "cpu_cores": self.cpu_cores,
             "compute": self.compute,
             **({"workload": self.workload} if self.workload != "mtgnn" else {}),
+            **({"batch_scale": list(self.batch_scale)} if self.batch_scale else {}),
             "ops": {op: _op_dict(c, self.workload) for op, c in self.ops.items()},
             "links": {
                 "intra": {"latency": self.intra.latency, "bandwidth": self.intra.bandwidth},
@@ -316,6 +330,11 @@ def _parse(data: object, where: str) -> CostProfile:
         raise InputError(
             f"{where}: field 'compute' must be one of {', '.join(COMPUTE)}, got {compute!r}"
         )
+    scale = data.get("batch_scale", [])
+    if not isinstance(scale, list):
+        raise InputError(f"{where}: field 'batch_scale' must be a list of numbers > 0")
+    for k, x in enumerate(scale):
+        _number(x, f"{where}: batch_scale[{k}]", positive=True, most=1e3, unit="x")
     return CostProfile(
         name=data.get("name", "") or Path(where).stem,
         source=source,
@@ -329,6 +348,7 @@ def _parse(data: object, where: str) -> CostProfile:
         meta=meta,
         compute=compute,
         workload=workload,
+        batch_scale=tuple(float(x) for x in scale),
     )
 
 

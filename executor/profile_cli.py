@@ -179,6 +179,8 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         f"{args.batch_size}: each op's median and median absolute deviation over "
         f"{args.repeat} training batches run in order after {args.warmup} warm-up batches. "
         "GRAD_SYNC's median is its local overhead; its messages are costed from the link. "
+        "batch_scale: each training batch's ops over the sum of their medians "
+        "(1 where unmeasured). "
         f"Links: intra, {links['intra'][1]['how']}; inter, {links['inter'][1]['how']}."
     )
     meta = {
@@ -204,6 +206,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         note=note,
         meta=meta,
         compute="cpu" if device.type == "cpu" else "gpu",  # cuda: a GPU
+        batch_scale=samples.batch_scale(stream.n_batches(TRAIN)),
     )
     if allreduce:
         median, spread = median_spread(allreduce)

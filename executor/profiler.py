@@ -151,6 +151,20 @@ class OpSamples:
         """op -> (median, spread, bytes)."""
         return {op: (*median_spread(s), self.bytes[op]) for op, s in self.seconds.items()}
 
+    def batch_scale(self, n_batches: int) -> tuple[float, ...]:
+        """Per training batch, its ops' mean time (GRAD_SYNC aside) over the sum of the
+        ops' medians (what the profile says a batch costs), so that the medians times the
+        scale give each batch's time; 1.0 for a batch never measured. Samples pooled from
+        several ranks repeat the list of `batches` once per rank."""
+        per = [op for op in self.seconds if op != "GRAD_SYNC"]
+        totals: dict[int, list[float]] = {}
+        columns = zip(*(self.seconds[op] for op in per), strict=True)
+        for i, total in enumerate(map(sum, columns)):
+            totals.setdefault(self.batches[i % len(self.batches)][1], []).append(total)
+        typical = sum(statistics.median(self.seconds[op]) for op in per)
+        means = {b: statistics.fmean(ts) / typical for b, ts in totals.items()}
+        return tuple(means.get(b, 1.0) for b in range(n_batches))
+
 
 def measure_ops(
     stream: Stream,

@@ -125,7 +125,8 @@ def family_schedules(
 
 
 def measure_profile(data: list[str], nproc: int, repeat: int) -> CostProfile:
-    """``tgpipe profile`` on this machine, with `nproc` ranks computing at once."""
+    """``tgpipe profile`` on this machine, with `nproc` ranks computing at once, timing
+    `repeat` batches (the training batches' count or more: every batch gets its scale)."""
     from tgpipe.dag.profile import load_profile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,16 +153,22 @@ def run_schedule(schedule: Schedule, folder: Path, data: list[str], epochs: int 
 
 
 def validate(
-    schedules: list[Schedule], profile: CostProfile, data: list[str]
+    schedules: list[Schedule],
+    profile: CostProfile,
+    data: list[str],
+    alone: CostProfile | None = None,
 ) -> tuple[list[Fidelity], list[Trace]]:
     """Simulate and run each schedule; the fidelity rows and the traces (simulated and
-    measured, in pairs)."""
+    measured, in pairs). `alone`, if given, is the profile of one rank computing alone, for
+    the schedules on one rank: a rank alone on the machine computes faster than beside
+    others, which share its cores' caches and memory bandwidth."""
     rows, traces = [], []
     with tempfile.TemporaryDirectory() as tmp, Progress(len(schedules), "validate", "run") as bar:
         for schedule in schedules:
-            simulated = simulate(schedule, profile)
+            profile_here = alone if alone is not None and schedule.n_ranks == 1 else profile
+            simulated = simulate(schedule, profile_here)
             measured = run_schedule(schedule, Path(tmp), data)
-            replayed = simulate(schedule, profile, costs=measured_costs(measured))
+            replayed = simulate(schedule, profile_here, costs=measured_costs(measured))
             p, m = metrics(simulated), metrics(measured)
             rows.append(
                 Fidelity(
@@ -192,13 +199,18 @@ def _main(args) -> None:
     data = data_args(args.data, args.batch_size, args.limit_events)
     names = [f.strip() for f in args.families.split(",") if f.strip()]
     family_schedules(names, load_profile("gpu-illustrative"), 1, 1)  # unknown names: one line
+    alone = None
     if args.profile:
         profile = load_profile(args.profile)
     else:
+        repeat = args.repeat or max(30, n)
         print(f"profiling this machine on {args.nproc} rank(s)...", file=sys.stderr)
-        profile = measure_profile(data, args.nproc, args.repeat)
+        profile = measure_profile(data, args.nproc, repeat)
+        if "sequential" in names and args.nproc > 1:
+            print("profiling one rank alone, for sequential...", file=sys.stderr)
+            alone = measure_profile(data, 1, repeat)
     schedules = family_schedules(names, profile, args.nproc, n)
-    rows, traces = validate(schedules, profile, data)
+    rows, traces = validate(schedules, profile, data, alone)
     print(f"{n} batches of {args.batch_size} events, profile {profile.name} ({profile.device})")
     print_table(
         [
@@ -260,8 +272,9 @@ def register(sub) -> None:
     p.add_argument(
         "--repeat",
         type=positive_int,
-        default=30,
-        help="batches each rank times per op when profiling (default: %(default)s)",
+        default=None,
+        help="batches each rank times per op when profiling (default: every training "
+        "batch once, at least 30)",
     )
     p.add_argument("--gantt", type=output_file, metavar="FILE.html", help="Gantt chart")
     p.set_defaults(func=_main)

@@ -91,9 +91,12 @@ class _Run:
                 f"{schedule.name!r} for the {'mtgnn' if w is None else 'snapshot'} one; give a "
                 "profile of the schedule's workload"
             )
+        n = schedule.n_ranks
         if w is not None:  # every action costs what its unit's size says
-            n = schedule.n_ranks
             costs = {a: w.cost(profile, a.op, a.batch, n) for a in self.placement} | dict(costs)
+        elif profile.batch_scale:  # batches differ as measured
+            batch_cost = profile.batch_cost
+            costs = {a: batch_cost(a.op, a.batch, n, inter) for a in self.placement} | dict(costs)
         self.costs = costs
         # a snapshot epoch on GPUs: the GPU ops of a rank's workers share its GPU
         self.devices = {}

@@ -89,3 +89,29 @@ def test_replay_takes_each_actions_own_cost_and_the_last_arrival_of_an_all_reduc
     slow = simulate(schedule, profile, costs={Action("BWD", 2): 1.0})
     (bwd2,) = [r for r in slow.rows if r.op == "BWD" and r.batch == 2]
     assert bwd2.end - bwd2.start == pytest.approx(1.0)
+
+
+def test_batches_cost_as_measured_and_a_synchronous_group_waits_for_its_slowest(tmp_path):
+    base = dataclasses.replace(load_profile("gpu-illustrative"), compute="cpu")
+    scaled = dataclasses.replace(base, batch_scale=(1.0, 3.0))
+    scaled.save(tmp_path / "p.json")
+    assert load_profile(tmp_path / "p.json").batch_scale == (1.0, 3.0)
+    trace = simulate(family("sequential", scaled, 1, 4), scaled)
+    fwd = {r.batch: r.end - r.start for r in trace.rows if r.op == "FWD"}
+    assert fwd[1] == pytest.approx(3 * fwd[0]) and fwd[3] == pytest.approx(fwd[1])
+    # data parallel on 2 ranks: each group waits for its odd (slow) batch
+    even = simulate(family("data_parallel", base, 2, 8), base).rows[-1].end
+    uneven = simulate(family("data_parallel", scaled, 2, 8), scaled).rows[-1].end
+    assert uneven > 1.9 * even
+    data = json.loads((tmp_path / "p.json").read_text()) | {"batch_scale": [1.0, -2]}
+    with pytest.raises(InputError, match=r"batch_scale\[1\] must be > 0"):
+        CostProfile.from_dict(data)
+
+
+def test_a_profiles_batch_scale_gives_each_measured_batch_its_time():
+    from tgpipe.executor.profiler import OpSamples
+
+    seconds = {"FWD": [1.0, 3.0, 1.0, 3.0], "BWD": [1.0, 1.0, 1.0, 1.0], "GRAD_SYNC": [9.0] * 4}
+    samples = OpSamples(seconds, {}, [(0, 0), (0, 1)], grads=[])  # two ranks pooled
+    # medians: FWD 2, BWD 1 -> a batch "costs" 3; batch 0 took 2, batch 1 took 4
+    assert samples.batch_scale(3) == pytest.approx((2 / 3, 4 / 3, 1.0))

@@ -45,7 +45,9 @@ def _main(args: argparse.Namespace) -> None:
     data = data_args(args.data, args.batch_size, None)
     W = args.nproc
     _say(f"[1/4] profiling this machine: {args.data}, {W} rank(s) computing at once")
-    here = measure_profile(data, W, args.repeat)
+    repeat = args.repeat or max(30, n)
+    here = measure_profile(data, W, repeat)
+    alone = measure_profile(data, 1, repeat) if W > 1 else None  # sequential runs alone
     per_batch = sum(here.cost(op) for op in here.ops) * 1e3
     _say(f"      {here.device}: one batch's ops take {per_batch:.1f} ms on one rank")
 
@@ -76,7 +78,7 @@ def _main(args: argparse.Namespace) -> None:
     schedules = family_schedules(FAMILY_NAMES, here, W, n)
     schedules.append(found.best.schedule)
     _say(f"[3/4] simulating and running {len(schedules)} schedules here, two epochs each")
-    rows, traces = validate(schedules, here, data)
+    rows, traces = validate(schedules, here, data, alone)
 
     _say(f"[4/4] summary: {n} batches of {args.batch_size} events on this machine")
     table = [
