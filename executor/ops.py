@@ -38,6 +38,8 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -284,6 +286,15 @@ def grad_sync(state: BatchState, group: Any = None) -> None:
         c.view_as(g)
         for c, g in zip(flat.split([g.numel() for g in state.grads]), state.grads, strict=True)
     ]
+
+
+def compute_guard(device: torch.device) -> contextlib.AbstractContextManager:
+    """What a rank's lanes hold while they compute: on a CPU a lock, so that the rank runs
+    one op at a time whatever its lanes (they are threads of one process; two of them
+    computing at once only share the rank's core and Python's lock, each slower, which is
+    how the simulator models a CPU rank: `tgpipe.dag.ops.action_resources`); on a GPU
+    nothing (its streams overlap). The all-reduce waits for its peers outside it."""
+    return threading.Lock() if torch.device(device).type == "cpu" else contextlib.nullcontext()
 
 
 def step(learner: Learner, grads: list[torch.Tensor]) -> None:

@@ -27,6 +27,7 @@ from tgpipe.executor.model import TGN, TGNConfig, build_model
 from tgpipe.executor.ops import (
     BatchState,
     bwd,
+    compute_guard,
     feat,
     fwd,
     grad_sync,
@@ -160,12 +161,7 @@ class RankRunner:
             )
         else:
             self.store = _Store(*shape, stream.device)
-        # On CPUs a rank computes one op at a time, whatever lane it is on: the lanes are
-        # threads of one process, and two of them computing at once only share the rank's
-        # core (and Python's lock), each slower. That is the simulator's model of a CPU rank
-        # (`tgpipe.dag.ops.action_resources`); the all-reduce waits for its peers outside it.
-        cpu = stream.device.type == "cpu"
-        self._compute = threading.Lock() if cpu else contextlib.nullcontext()
+        self._compute = compute_guard(stream.device)
         self._models: dict[int, TGN] = {}  #: weight version -> a model holding it
         self._spare: list[TGN] = []  #: models of versions no batch needs any more
         self.sends_weights = {

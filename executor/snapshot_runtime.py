@@ -65,6 +65,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -78,6 +79,7 @@ from tgpipe.dag.snapshot import SnapshotWorkload
 from tgpipe.errors import InputError
 from tgpipe.executor.learner import Learner
 from tgpipe.executor.memory import POLL, Aborted
+from tgpipe.executor.ops import compute_guard
 from tgpipe.executor.snapshot_model import (
     OP_FUNCS,
     Hidden,
@@ -206,6 +208,7 @@ class SnapshotRunner:
         self.config = config or SnapshotConfig()
         self.seed, self.p2p, self.sync, self.timeout = seed, p2p, sync, timeout
         self.device = torch.device(device)
+        self._compute = compute_guard(self.device)  # two workers on one CPU: one op at a time
         model = build_snapshot_model(seq.n_nodes, self.config, seq.node_dim, seed)
         self.learner = Learner(model.to(self.device), self.config.lr)
         self.lanes = {lane: acts for (r, lane), acts in schedule.lanes.items() if r == rank}
@@ -294,9 +297,10 @@ class SnapshotRunner:
                     self._wait(self.done[pred])
             if act.op == "RNN" and act.batch in self.receives:
                 self._install(lane, act.batch)
-            start = time.perf_counter()
-            self._run_op(lane, act)
-            end = time.perf_counter()
+            with self._compute if act.op != "GRAD_SYNC" else contextlib.nullcontext():
+                start = time.perf_counter()
+                self._run_op(lane, act)
+                end = time.perf_counter()
             self.rows.append(
                 TraceRow(self.rank, lane, act.op, act.batch, start - self.t0, end - self.t0)
             )

@@ -35,6 +35,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Iterator
@@ -195,14 +196,20 @@ def skewed_sequence(
 
 def load_sequence(spec: str, period: float = 86400.0) -> SnapshotSequence:
     """The snapshots a command line names: ``skewed[:N]`` (the synthetic skewed sequence of
-    N snapshots, 32 by default), or a data file or folder cut every `period` time units."""
+    N snapshots, 32 by default), ``growing[:N]`` (the same snapshots ordered by size, as a
+    graph whose activity grows: equal counts are then unequal work), or a data file or
+    folder cut every `period` time units."""
     name, colon, count = str(spec).partition(":")
-    if name != "skewed":
+    if name not in ("skewed", "growing"):
         from tgpipe.executor.data import load_dataset
 
         return cut_snapshots(load_dataset(spec), period)
     if colon and not (count.isdigit() and int(count) >= 4):
         raise InputError(
-            f"bad snapshot data {spec!r}: use skewed:N with N >= 4 snapshots, or a data file"
+            f"bad snapshot data {spec!r}: use {name}:N with N >= 4 snapshots, or a data file"
         )
-    return skewed_sequence(int(count) if colon else 32, mean_edges=2000.0, sigma=1.2)
+    seq = skewed_sequence(int(count) if colon else 32, mean_edges=2000.0, sigma=1.2)
+    if name == "growing":
+        ordered = sorted(seq.snapshots, key=lambda s: (s.n_edges, s.window))
+        seq = dataclasses.replace(seq, snapshots=tuple(ordered), name=f"growing:{len(seq)}")
+    return seq

@@ -77,8 +77,8 @@ def measured_costs(trace: Trace) -> dict[Action, float]:
     from when its inputs are there). The members of an all-reduce also wait inside it for
     the last one to arrive: each is given the group's shortest, the last arrival's, which is
     the all-reduce itself."""
-    g = trace.meta["semantics"][2]
     one = trace.meta.get("workload") == "snapshot"  # one all-reduce at the epoch's end
+    g = 1 if one else trace.meta["semantics"][2]
     costs = {Action(r.op, r.batch): r.end - r.start for r in trace.rows}
     groups: dict[int, list[Action]] = defaultdict(list)
     for act in costs:
