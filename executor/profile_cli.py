@@ -23,7 +23,13 @@ import os
 import sys
 from pathlib import Path
 
-from tgpipe.cli import add_data_args, nonnegative_int, output_file, positive_int
+from tgpipe.cli import (
+    add_data_args,
+    add_workload_args,
+    nonnegative_int,
+    output_file,
+    positive_int,
+)
 from tgpipe.errors import InputError
 
 __all__ = ["register"]
@@ -38,21 +44,6 @@ _DEFAULT_COUNTS = {"mtgnn": (5, 50), "snapshot": (1, 5)}
 _COLLINEAR = 0.95
 #: Whole all-reduces timed after the snapshot ops (warm-up, measured).
 _SNAPSHOT_ALLREDUCES = (2, 20)
-
-
-def _positive_seconds(text: str) -> float:
-    """argparse type of --period: a finite number > 0."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(
-            f"expected a finite number > 0 (time units per snapshot), got {text}"
-        )
-    return value
 
 
 def _counts(args: argparse.Namespace) -> None:
@@ -437,29 +428,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and per edge of a snapshot.",
     )
     add_data_args(p)
-    p.add_argument(
-        "--workload",
-        choices=("mtgnn", "snapshot"),
-        default="mtgnn",
-        help="TGN batches (mtgnn), or a GCN + GRU over graph snapshots (snapshot; --data "
-        "is then a data set cut every --period, or skewed:N, a synthetic sequence of N "
-        "uneven snapshots; --batch-size is unused) (default: %(default)s)",
-    )
-    p.add_argument(
-        "--period",
-        type=_positive_seconds,
-        default=86400.0,
-        metavar="SECONDS",
-        help="snapshot: time units per snapshot (default: %(default)g, a day of seconds)",
-    )
-    p.add_argument(
-        "--group",
-        type=positive_int,
-        default=4,
-        metavar="N",
-        help="snapshot: snapshots per group, the hidden state restarting at each "
-        "(default: %(default)s)",
-    )
+    add_workload_args(p)
     p.add_argument(
         "--device",
         choices=("cpu", "cuda"),

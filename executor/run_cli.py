@@ -12,7 +12,7 @@ import json
 import os
 import time
 
-from tgpipe.cli import add_data_args, output_file, positive_int
+from tgpipe.cli import add_data_args, add_workload_args, output_file, positive_int
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_open, check_writable
 
@@ -337,13 +337,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "runs its own rank. Prints time, events/s, loss, val and test AP/AUC per epoch.",
     )
     p.add_argument(
-        "--workload",
-        choices=("mtgnn", "snapshot"),
-        default="mtgnn",
-        help="mtgnn: a TGN over event batches; snapshot: a GCN + GRU over graph snapshots "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
         "--schedule",
         default=None,
         metavar="FAMILY|FILE",
@@ -351,22 +344,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "snapshot families: vertex_partition (simulated only), snapshot_partition, blad)",
     )
     add_data_args(p)
-    p.add_argument(
-        "--period",
-        type=float,
-        default=86400.0,
-        metavar="SECONDS",
-        help="--workload snapshot: time per snapshot (default: %(default)g, a day); "
-        "--data skewed:N: a synthetic sequence of N uneven snapshots",
-    )
-    p.add_argument(
-        "--group",
-        type=positive_int,
-        default=4,
-        metavar="N",
-        help="--workload snapshot: snapshots per group, the hidden state restarting at each "
-        "(default: %(default)s)",
-    )
+    add_workload_args(p)
     p.add_argument(
         "--nproc", type=positive_int, default=2, help="local ranks to start (default: %(default)s)"
     )

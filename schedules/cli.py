@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tgpipe.cli import add_profile_arg, output_file, positive_int
+from tgpipe.cli import add_profile_arg, add_workload_args, output_file, positive_int
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write_all
 from tgpipe.progress import Progress
@@ -150,9 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE.html",
         help="Gantt chart of the best schedule beside the best family",
     )
-    from tgpipe.schedules.snapshot_cli import add_workload_args
-
-    add_workload_args(p)
+    add_workload_args(p, data=True)
     p.add_argument(
         "--groups",
         metavar="G,G,...",

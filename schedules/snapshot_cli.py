@@ -21,42 +21,9 @@ from tgpipe.schedules.snapshot import SNAPSHOT_FAMILIES, snapshot_family, snapsh
 from tgpipe.simulator.sim import simulate
 from tgpipe.trace import Trace
 
-__all__ = ["add_workload_args", "search_main", "simulate_main", "snapshot_inputs"]
+__all__ = ["profile_for", "search_main", "simulate_main", "snapshot_inputs"]
 
 DEFAULT_PROFILE = {"mtgnn": "gpu-illustrative", "snapshot": "snapshot-gpu-illustrative"}
-
-
-def add_workload_args(p: argparse.ArgumentParser) -> None:
-    """--workload and the snapshot workload's own options."""
-    from tgpipe.cli import positive_int
-
-    p.add_argument(
-        "--workload",
-        choices=("mtgnn", "snapshot"),
-        default="mtgnn",
-        help="memory-based TGN batches, or snapshots of a discrete-time dynamic GNN "
-        "(default: %(default)s)",
-    )
-    g = p.add_argument_group("snapshot workload (--workload snapshot)")
-    g.add_argument(
-        "--data",
-        default=None,
-        metavar="PATH",
-        help="a data set cut into snapshots, or skewed[:N] (default: skewed:32)",
-    )
-    g.add_argument(
-        "--period",
-        type=float,
-        default=86400.0,
-        metavar="SECONDS",
-        help="time units per snapshot (default: %(default)g, a day of seconds)",
-    )
-    g.add_argument(
-        "--group",
-        type=positive_int,
-        default=4,
-        help="snapshots per group: the hidden state restarts at each (default: %(default)s)",
-    )
 
 
 def profile_for(args: argparse.Namespace) -> CostProfile:

@@ -8,6 +8,7 @@ from pathlib import Path
 from tgpipe.cli import (
     add_machine_args,
     add_profile_arg,
+    add_workload_args,
     nonnegative_int,
     output_file,
     positive_int,
@@ -191,7 +192,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="save the first schedule in the editable text format",
     )
-    from tgpipe.schedules.snapshot_cli import add_workload_args
-
-    add_workload_args(p)
+    add_workload_args(p, data=True)
     p.set_defaults(func=_simulate)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from tgpipe import __version__
@@ -22,10 +23,12 @@ __all__ = [
     "Parser",
     "add_machine_args",
     "add_profile_arg",
+    "add_workload_args",
     "main",
     "nonnegative_int",
     "output_file",
     "positive_int",
+    "positive_seconds",
 ]
 
 #: Modules that define subcommands, each with ``register(subparsers)``.
@@ -100,6 +103,53 @@ def add_data_args(p: argparse.ArgumentParser, *, limit: bool = True) -> None:
             metavar="N",
             help="use only the first N events of the data",
         )
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type of --period: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number > 0 (time units per snapshot), got {text}"
+        )
+    return value
+
+
+def add_workload_args(p: argparse.ArgumentParser, *, data: bool = False) -> None:
+    """--workload and the snapshot workload's --period and --group; with `data`, its own
+    --data too (for commands that have no data option of their own)."""
+    p.add_argument(
+        "--workload",
+        choices=("mtgnn", "snapshot"),
+        default="mtgnn",
+        help="mtgnn: a memory-based TGN over event batches; snapshot: a GCN + GRU over "
+        "graph snapshots (default: %(default)s)",
+    )
+    g = p.add_argument_group("snapshot workload (--workload snapshot)")
+    if data:
+        g.add_argument(
+            "--data",
+            default=None,
+            metavar="PATH",
+            help="a data set cut into snapshots, skewed[:N] or growing[:N] (default: skewed:32)",
+        )
+    g.add_argument(
+        "--period",
+        type=positive_seconds,
+        default=86400.0,
+        metavar="SECONDS",
+        help="time units per snapshot (default: %(default)g, a day of seconds)",
+    )
+    g.add_argument(
+        "--group",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="snapshots per group, the hidden state restarting at each (default: %(default)s)",
+    )
 
 
 def add_profile_arg(p: argparse.ArgumentParser, default: str | None = "gpu-illustrative") -> None:
