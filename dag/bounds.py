@@ -211,14 +211,19 @@ def lower_bound(
     gpus_per_machine: int | None = None,
     memory: str = "host",
 ) -> Bound:
-    """max(cycle bound, resource bound) per batch on `n_ranks` ranks (see module doc)."""
+    """max(cycle bound, resource bound) per batch on `n_ranks` ranks (see module doc).
+
+    A profile whose batches differ (`CostProfile.batch_scale`) is bounded as if every batch
+    cost what its cheapest does (where that is less than the typical batch): a bound, if a
+    loose one, whichever batches a run's window holds."""
     cluster = Cluster(n_ranks, gpus_per_machine).validate()
     H = periodic_graph(profile, semantics, cluster, memory)
     U = H.graph["unit"]
     ratio, cycle = max_cycle_ratio(H)
     span = sum(H.edges[e]["offset"] for e in cycle) * U
     path = tuple(u for u, _, _ in cycle)
-    resources = resource_bound(profile, semantics, cluster)
-    cycle_per_batch = ratio / U
+    cheapest = min((1.0, *profile.batch_scale))
+    resources = {k: v * cheapest for k, v in resource_bound(profile, semantics, cluster).items()}
+    cycle_per_batch = ratio / U * cheapest
     per_batch = max(cycle_per_batch, max(resources.values()))
     return Bound(per_batch, cycle_per_batch, path, span, resources)

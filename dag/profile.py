@@ -64,6 +64,10 @@ MIN_BANDWIDTH = 1.0
 _FIX = "fix the file or use a built-in profile (see 'tgpipe profiles')"
 
 
+#: Ops that cost the same for every batch (the weights, not the batch, set their work).
+_SAME_EVERY_BATCH = ("GRAD_SYNC", "STEP")
+
+
 @dataclass(frozen=True)
 class OpCost:
     """Cost of one op for one batch: median and spread (median absolute deviation) in
@@ -132,10 +136,10 @@ class CostProfile:
     def batch_cost(self, op: str, batch: int, n_ranks: int = 1, inter: bool = False) -> float:
         """`cost` of `op` for that batch: batches differ (a batch late in an epoch samples
         more neighbours than an early one), and a synchronous group waits for its slowest
-        member, so the simulator costs each batch as measured. GRAD_SYNC moves the same
-        gradients for every batch."""
+        member, so the simulator costs each batch as measured. GRAD_SYNC and STEP move and
+        step the same weights for every batch."""
         base = self.cost(op, n_ranks, inter)
-        if not self.batch_scale or op == "GRAD_SYNC":
+        if not self.batch_scale or op in _SAME_EVERY_BATCH:
             return base
         return base * self.batch_scale[batch % len(self.batch_scale)]
 

@@ -18,7 +18,9 @@ of the epoch's all-reduce and its step. Edges, with the kinds of `tgpipe.dag.bui
 - ``data``: LOAD -> first GCN op -> second -> RNN -> BWD of a unit; GRAD_SYNC r -> STEP r;
 - ``hidden``: RNN(t-1, p) -> RNN(t, p) inside a group: the hidden-state rows travel;
 - ``halo`` (parts > 1): the op before AGG on every other part of the same position ->
-  AGG(t, p): a vertex partition exchanges its neighbours' rows every layer;
+  AGG(t, p): a vertex partition exchanges its neighbours' rows every layer; and RNN(t, q)
+  -> BWD(t, p): the link predictor's pairs span parts, so its loss and backward need the
+  other parts' new hidden rows (the gradients go back with the all-reduce);
 - ``group``: every BWD -> every GRAD_SYNC: the all-reduce waits for all gradients.
 
 Costs follow the sizes: an op on a unit of V vertices and E edges costs
@@ -39,6 +41,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -160,6 +163,7 @@ class SnapshotWorkload:
                 for q in range(P):
                     if q != p:
                         yield before, t * P + q, "AGG", u, "halo"
+                        yield "RNN", t * P + q, "BWD", u, "halo"
             for r in range(n_ranks):
                 yield "BWD", u, "GRAD_SYNC", r, "group"
         for r in range(n_ranks):
@@ -175,12 +179,15 @@ class SnapshotWorkload:
         return preds
 
     # ---- costs -----------------------------------------------------------------------------
-    def cost(self, profile: CostProfile, op: str, unit: int, n_ranks: int = 1) -> float:
+    def cost(
+        self, profile: CostProfile, op: str, unit: int, n_ranks: int = 1, inter: bool = False
+    ) -> float:
         """Seconds of (op, unit) run alone: GRAD_SYNC and STEP (unit = rank) cost what the
-        profile says for the epoch's gradients, the others what their unit's size says."""
+        profile says for the epoch's gradients (`inter`: across machines), the others what
+        their unit's size says."""
         _require_snapshot_profile(profile)
         if op in ("GRAD_SYNC", "STEP"):
-            return profile.cost(op, n_ranks)
+            return profile.cost(op, n_ranks, inter)
         return profile.ops[op].seconds(*self.size(unit))
 
     def edge_bytes(self, profile: CostProfile, src: tuple[str, int], kind: str) -> int:
@@ -189,7 +196,8 @@ class SnapshotWorkload:
             return self.state_bytes
         if kind == "halo":  # rows of one other part's vertices adjacent to this part
             edges = self.sizes[self.position(src[1])][1]
-            return int(self.row_bytes * 2 * edges / self.parts**2)
+            width = self.state_bytes / self.n_nodes if src[0] == "RNN" else self.row_bytes
+            return int(width * 2 * edges / self.parts**2)
         return 0
 
     def dag(self, profile: CostProfile, n_ranks: int = 1) -> nx.DiGraph:
@@ -230,7 +238,9 @@ class SnapshotBound(NamedTuple):
 def snapshot_bound(
     workload: SnapshotWorkload, profile: CostProfile, n_ranks: int, workers: int = 2
 ) -> SnapshotBound:
-    """No schedule on `n_ranks` GPUs with `workers` lanes each ends the epoch sooner than:
+    """No schedule on `n_ranks` GPUs with `workers` lanes each, whole snapshots or a vertex
+    partition into n_ranks parts, ends the epoch sooner than the lesser, over those two
+    partitionings, of:
 
     - the critical path (every op at full speed, transfers free);
     - the GPUs' compute: an op of `work` seconds alone uses compute share c of a GPU for
@@ -240,6 +250,16 @@ def snapshot_bound(
 
     The all-reduce and step at the end are in the critical path.
     """
+    cuts = {1, n_ranks}
+    bounds = [
+        _bound(dataclasses.replace(workload, parts=p), profile, n_ranks, workers) for p in cuts
+    ]
+    return min(bounds, key=lambda b: b.seconds)
+
+
+def _bound(
+    workload: SnapshotWorkload, profile: CostProfile, n_ranks: int, workers: int
+) -> SnapshotBound:
     from tgpipe.dag.build import critical_path
 
     G = workload.dag(profile, n_ranks)

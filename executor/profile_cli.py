@@ -59,11 +59,7 @@ def _sequence(args: argparse.Namespace):
     from tgpipe.executor.snapshot_profiler import check_sequence
     from tgpipe.executor.snapshots import load_sequence
 
-    if args.limit_events:
-        raise InputError(
-            "--limit-events is for --workload mtgnn; with snapshots use a smaller file or skewed:N"
-        )
-    seq = load_sequence(args.data, args.period)
+    seq = load_sequence(args.data, args.period, args.limit_events)
     check_sequence(seq)
     return seq
 

@@ -152,11 +152,12 @@ class OpSamples:
         return {op: (*median_spread(s), self.bytes[op]) for op, s in self.seconds.items()}
 
     def batch_scale(self, n_batches: int) -> tuple[float, ...]:
-        """Per training batch, its ops' mean time (GRAD_SYNC aside) over the sum of the
-        ops' medians (what the profile says a batch costs), so that the medians times the
-        scale give each batch's time; 1.0 for a batch never measured. Samples pooled from
-        several ranks repeat the list of `batches` once per rank."""
-        per = [op for op in self.seconds if op != "GRAD_SYNC"]
+        """Per training batch, its ops' mean time over the sum of the ops' medians (what
+        the profile says a batch costs), so that the medians times the scale give each
+        batch's time; GRAD_SYNC and STEP aside (the same for every batch); 1.0 for a batch
+        never measured. Samples pooled from several ranks repeat the list of `batches` once
+        per rank."""
+        per = [op for op in self.seconds if op not in ("GRAD_SYNC", "STEP")]
         totals: dict[int, list[float]] = {}
         columns = zip(*(self.seconds[op] for op in per), strict=True)
         for i, total in enumerate(map(sum, columns)):

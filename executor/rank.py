@@ -220,7 +220,7 @@ class RankRunner:
         self.progress = progress
         # The runner's own long-lived bookkeeping (the DAG's predecessors, events, states)
         # made every full garbage collection long, and the ops that allocate most (FWD)
-        # paid for it: ~12 % of a batch. Frozen, it is left out of collections.
+        # paid for it: ~12 % of a batch. Frozen for the segment, it is left out of them.
         gc.collect()
         gc.freeze()
         self.abort = self.store.abort = threading.Event()
@@ -268,6 +268,7 @@ class RankRunner:
                 raise self.errors[0]
             self.store.wait_version(hi, self.abort)  # the peers' writes too: a consistent cut
         finally:
+            gc.unfreeze()
             stop.set()
             if counter.is_alive():
                 counter.join()

@@ -32,20 +32,7 @@ import time
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_open
 
-__all__ = ["build_snapshot_run", "check_snapshot_args", "load_sequence", "snapshot_rank_main"]
-
-
-def load_sequence(args: argparse.Namespace):
-    """The snapshot sequence that ``--data`` (and ``--period``, ``--limit-events``) name:
-    `tgpipe.executor.snapshots.load_sequence`, the one every snapshot command reads."""
-    from tgpipe.executor.data import load_dataset
-    from tgpipe.executor.snapshots import cut_snapshots
-    from tgpipe.executor.snapshots import load_sequence as named_sequence
-
-    if not getattr(args, "limit_events", None) or str(args.data).startswith("skewed"):
-        return named_sequence(str(args.data), args.period)
-    graph = load_dataset(args.data)
-    return cut_snapshots(graph.slice(0, min(args.limit_events, graph.n_events)), args.period)
+__all__ = ["build_snapshot_run", "check_snapshot_args", "snapshot_rank_main"]
 
 
 def _same_workload(mine, data, where: str, group: int) -> None:
@@ -70,10 +57,11 @@ def build_snapshot_run(args: argparse.Namespace, world: int):
     from tgpipe.executor.snapshot_model import SnapshotConfig, snapshot_workload
     from tgpipe.executor.snapshot_reference import _check
     from tgpipe.executor.snapshot_runtime import check_runnable
+    from tgpipe.executor.snapshots import load_sequence
     from tgpipe.schedules.ir import Schedule, validate
     from tgpipe.schedules.snapshot import snapshot_family
 
-    seq = load_sequence(args)
+    seq = load_sequence(args.data, args.period, args.limit_events)
     _check(seq, args.epochs, args.evaluate)
     config = SnapshotConfig()
     workload = snapshot_workload(seq, args.group, config)

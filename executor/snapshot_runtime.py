@@ -75,7 +75,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from tgpipe.dag.snapshot import SnapshotWorkload
+from tgpipe.dag.snapshot import UNIT_OPS, SnapshotWorkload
 from tgpipe.errors import InputError
 from tgpipe.executor.learner import Learner
 from tgpipe.executor.memory import POLL, Aborted
@@ -297,6 +297,8 @@ class SnapshotRunner:
                     self._wait(self.done[pred])
             if act.op == "RNN" and act.batch in self.receives:
                 self._install(lane, act.batch)
+            if act.op in UNIT_OPS:  # its inputs prepared first: the profiler's LOAD is not
+                self._state(act.batch)  # timed with them either
             with self._compute if act.op != "GRAD_SYNC" else contextlib.nullcontext():
                 start = time.perf_counter()
                 self._run_op(lane, act)

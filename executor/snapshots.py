@@ -134,6 +134,11 @@ def cut_snapshots(graph: TemporalGraph, period: float = 86400.0) -> SnapshotSequ
     if graph.n_events == 0:
         raise InputError(f"{graph.name} has no events; snapshots need at least one event")
     t0 = float(graph.ts[0])
+    if (float(graph.ts[-1]) - t0) / period > 1e9:
+        raise InputError(
+            f"snapshot period {period:g} cuts {graph.name}'s time span into more than 1e9 "
+            "snapshots; use a longer --period (time units per snapshot)"
+        )
     window = np.floor((graph.ts - t0) / period).astype(np.int64)
     lo = np.minimum(graph.src, graph.dst)
     hi = np.maximum(graph.src, graph.dst)
@@ -194,20 +199,32 @@ def skewed_sequence(
     return cut_snapshots(graph, period=1.0)
 
 
-def load_sequence(spec: str, period: float = 86400.0) -> SnapshotSequence:
+#: Most snapshots of a synthetic sequence (``skewed:N``): more is a typo, not a test.
+MAX_SYNTHETIC = 100_000
+
+
+def load_sequence(
+    spec: str, period: float = 86400.0, limit_events: int | None = None
+) -> SnapshotSequence:
     """The snapshots a command line names: ``skewed[:N]`` (the synthetic skewed sequence of
     N snapshots, 32 by default), ``growing[:N]`` (the same snapshots ordered by size, as a
     graph whose activity grows: equal counts are then unequal work), or a data file or
-    folder cut every `period` time units."""
+    folder (its first `limit_events` events) cut every `period` time units."""
     name, colon, count = str(spec).partition(":")
     if name not in ("skewed", "growing"):
         from tgpipe.executor.data import load_dataset
 
-        return cut_snapshots(load_dataset(spec), period)
-    if colon and not (count.isdigit() and int(count) >= 4):
+        graph = load_dataset(spec)
+        if limit_events:
+            graph = graph.slice(0, min(limit_events, graph.n_events))
+        return cut_snapshots(graph, period)
+    if colon and not (count.isdigit() and 4 <= int(count) <= MAX_SYNTHETIC):
         raise InputError(
-            f"bad snapshot data {spec!r}: use {name}:N with N >= 4 snapshots, or a data file"
+            f"bad snapshot data {spec!r}: use {name}:N with 4 <= N <= {MAX_SYNTHETIC:,} "
+            "snapshots, or a data file"
         )
+    if limit_events:
+        raise InputError(f"--limit-events is for data files; {name}:N sets its own size")
     seq = skewed_sequence(int(count) if colon else 32, mean_edges=2000.0, sigma=1.2)
     if name == "growing":
         ordered = sorted(seq.snapshots, key=lambda s: (s.n_edges, s.window))

@@ -43,6 +43,7 @@ from tgpipe.dag.snapshot import OP_ORDER, UNIT_OPS, SnapshotWorkload
 from tgpipe.errors import InputError
 from tgpipe.progress import Progress
 from tgpipe.schedules.ir import Action, Schedule
+from tgpipe.trace import Trace
 
 __all__ = [
     "SNAPSHOT_FAMILIES",
@@ -197,10 +198,11 @@ def snapshot_family(
 
 
 class SnapshotCandidate(NamedTuple):
-    """One simulated choice: its schedule and epoch time."""
+    """One simulated choice: its schedule, epoch time and trace."""
 
     schedule: Schedule
     epoch: float  #: seconds: the simulated makespan
+    trace: Trace
 
 
 def snapshot_search(
@@ -232,6 +234,6 @@ def snapshot_search(
         for name, w, options in todo:
             schedule = snapshot_family(name, profile, w, n_ranks, **options)
             trace = simulate(schedule, profile, check=False)
-            found.append(SnapshotCandidate(schedule, max(r.end for r in trace.rows)))
+            found.append(SnapshotCandidate(schedule, max(r.end for r in trace.rows), trace))
             bar.update()
     return sorted(found, key=lambda c: (c.epoch, c.schedule.name))

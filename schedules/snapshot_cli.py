@@ -109,10 +109,11 @@ def simulate_main(args: argparse.Namespace) -> None:
     from tgpipe.simulator.cli import print_table
 
     profile, workload, what = snapshot_inputs(args)
-    default = args.schedule == "pipetgl"  # the M-TGNN default: take the snapshot one
-    names = ["blad"] if default else [args.schedule]
-    compare = args.compare if args.compare is not None or not default else None
-    names += [n.strip() for n in (compare or "snapshot_partition,vertex_partition").split(",")]
+    names = [args.schedule or "blad"]
+    compare = args.compare
+    if compare is None and args.schedule is None:
+        compare = "snapshot_partition,vertex_partition"
+    names += [n.strip() for n in (compare or "").split(",")]
     schedules = [_schedule(n, profile, workload, args) for n in names if n]
     traces = [simulate(s, profile) for s in schedules]
     print(what)
@@ -144,7 +145,7 @@ def search_main(args: argparse.Namespace) -> None:
     profile, workload, what = snapshot_inputs(args)
     groups = _groups(args.groups, workload)
     found = snapshot_search(profile, workload, args.gpus, groups, progress=True)
-    traces = {id(c): simulate(c.schedule, profile) for c in found}
+    traces = {id(c): c.trace for c in found}
     print(what)
     sizes = ", ".join(map(str, groups))
     print(f"{len(found)} candidates on {args.gpus} GPU(s), group sizes {sizes}")
@@ -157,6 +158,11 @@ def search_main(args: argparse.Namespace) -> None:
     print(
         f"\nbest: {best.schedule.name}, groups of {best.schedule.workload.group}: "
         f"{partition.epoch / best.epoch:.2f}x the best snapshot partition"
+        + (
+            " (tgpipe run does not run a vertex partition yet)"
+            if best.schedule.workload.parts > 1
+            else ""
+        )
     )
     _write(args, [traces[id(best)], traces[id(partition)]], best.schedule)
 

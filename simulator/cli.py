@@ -101,6 +101,7 @@ def _simulate(args: argparse.Namespace) -> None:
         return
     if args.data:
         raise InputError("--data is for --workload snapshot; M-TGNN schedules take --batches")
+    args.schedule = args.schedule or "pipetgl"
     profile = profile_for(args)
     names = [args.schedule] + [n for n in (args.compare or "").split(",") if n]
     schedules = [schedule_from_arg(name.strip(), profile, args) for name in names]
@@ -141,10 +142,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_profile_arg(p, default=None)
     p.add_argument(
         "--schedule",
-        default="pipetgl",
+        default=None,
         metavar="FAMILY|FILE",
-        help=f"a family ({', '.join(FAMILIES)}, pipetgl/rows) or a schedule file "
-        "(default: %(default)s)",
+        help=f"a family ({', '.join(FAMILIES)}, pipetgl/rows; with --workload snapshot: "
+        "blad, snapshot_partition, vertex_partition) or a schedule file (default: pipetgl; "
+        "blad beside the other two snapshot families)",
     )
     p.add_argument(
         "--compare",

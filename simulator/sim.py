@@ -93,7 +93,9 @@ class _Run:
             )
         n = schedule.n_ranks
         if w is not None:  # every action costs what its unit's size says
-            costs = {a: w.cost(profile, a.op, a.batch, n) for a in self.placement} | dict(costs)
+            costs = {a: w.cost(profile, a.op, a.batch, n, inter) for a in self.placement} | dict(
+                costs
+            )
         elif profile.batch_scale:  # batches differ as measured
             batch_cost = profile.batch_cost
             costs = {a: batch_cost(a.op, a.batch, n, inter) for a in self.placement} | dict(costs)

@@ -9,6 +9,7 @@ import pytest
 
 from tgpipe.dag.profile import CostProfile, load_profile
 from tgpipe.errors import InputError
+from tgpipe.metrics import metrics
 from tgpipe.schedules.families import family
 from tgpipe.simulator.sim import simulate
 
@@ -103,6 +104,13 @@ def test_batches_cost_as_measured_and_a_synchronous_group_waits_for_its_slowest(
     even = simulate(family("data_parallel", base, 2, 8), base).rows[-1].end
     uneven = simulate(family("data_parallel", scaled, 2, 8), scaled).rows[-1].end
     assert uneven > 1.9 * even
+    step = {r.batch: r.end - r.start for r in trace.rows if r.op == "STEP"}
+    assert step[1] == pytest.approx(step[0])
+    # batches cheaper than the typical one: the bound stays below every period
+    cheap = dataclasses.replace(base, batch_scale=(0.5, 0.7))
+    for name, ranks in (("sequential", 1), ("pipetgl", 2), ("data_parallel", 2)):
+        t = simulate(family(name, cheap, ranks, 40), cheap)
+        assert metrics(t).gap >= -1e-9, name
     data = json.loads((tmp_path / "p.json").read_text()) | {"batch_scale": [1.0, -2]}
     with pytest.raises(InputError, match=r"batch_scale\[1\] must be > 0"):
         CostProfile.from_dict(data)
@@ -111,7 +119,8 @@ def test_batches_cost_as_measured_and_a_synchronous_group_waits_for_its_slowest(
 def test_a_profiles_batch_scale_gives_each_measured_batch_its_time():
     from tgpipe.executor.profiler import OpSamples
 
-    seconds = {"FWD": [1.0, 3.0, 1.0, 3.0], "BWD": [1.0, 1.0, 1.0, 1.0], "GRAD_SYNC": [9.0] * 4}
+    seconds = {"FWD": [1.0, 3.0, 1.0, 3.0], "BWD": [1.0] * 4, "GRAD_SYNC": [9.0] * 4}
+    seconds["STEP"] = [5.0, 1.0, 5.0, 1.0]  # the same weights every batch: left out
     samples = OpSamples(seconds, {}, [(0, 0), (0, 1)], grads=[])  # two ranks pooled
     # medians: FWD 2, BWD 1 -> a batch "costs" 3; batch 0 took 2, batch 1 took 4
     assert samples.batch_scale(3) == pytest.approx((2 / 3, 4 / 3, 1.0))

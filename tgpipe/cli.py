@@ -141,7 +141,8 @@ def add_workload_args(p: argparse.ArgumentParser, *, data: bool = False) -> None
         type=positive_seconds,
         default=86400.0,
         metavar="SECONDS",
-        help="time units per snapshot (default: %(default)g, a day of seconds)",
+        help="time units per snapshot of a data file (default: %(default)g, a day of "
+        "seconds; skewed:N and growing:N are snapshots already)",
     )
     g.add_argument(
         "--group",
