@@ -57,7 +57,7 @@ from tgpipe.executor.snapshot_model import (
     step,
     zero_grads,
 )
-from tgpipe.executor.snapshots import SnapshotSequence
+from tgpipe.executor.snapshots import SnapshotSequence, check_length
 from tgpipe.executor.stream import PHASES, TEST, TRAIN, VAL
 from tgpipe.progress import Progress
 
@@ -185,11 +185,7 @@ def _no_targets(seq: SnapshotSequence, phase: int) -> str:
 def _check(seq: SnapshotSequence, epochs: int, evaluate: bool) -> None:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise InputError(f"number of epochs must be an integer >= 1, got {epochs!r}")
-    if len(seq) < 4:
-        raise InputError(
-            f"{seq.name} has {len(seq)} snapshot(s); training needs at least 4 (two to train, "
-            "one to validate, one to test): use a shorter period or more data"
-        )
+    check_length(seq)
     for phase, steps in zip((VAL, TEST), phase_steps(seq)[1:], strict=True):
         has_targets = any(open_snapshot(seq, t, group_size=1).pos.shape[1] for t in steps)
         if evaluate and not has_targets:

@@ -49,6 +49,7 @@ from tgpipe.executor.graph import TemporalGraph
 __all__ = [
     "Snapshot",
     "SnapshotSequence",
+    "check_length",
     "cut_snapshots",
     "load_sequence",
     "skewed_sequence",
@@ -197,6 +198,19 @@ def skewed_sequence(
     name = f"skewed-{n_snapshots}x{mean_edges:g}"
     graph = TemporalGraph(src, dst, ts, node_feat=feat, n_nodes=n_nodes, name=name)
     return cut_snapshots(graph, period=1.0)
+
+
+#: Fewest snapshots a sequence trains on: two to train, one to validate, one to test.
+MIN_SNAPSHOTS = 4
+
+
+def check_length(seq: SnapshotSequence) -> None:
+    """InputError (one line) for a sequence too short to train on."""
+    if len(seq) < MIN_SNAPSHOTS:
+        raise InputError(
+            f"{seq.name} has {len(seq)} snapshot(s); training needs at least {MIN_SNAPSHOTS} "
+            "(two to train, one to validate, one to test): use a shorter --period or more data"
+        )
 
 
 #: Most snapshots of a synthetic sequence (``skewed:N``): more is a typo, not a test.

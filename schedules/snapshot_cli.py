@@ -38,19 +38,42 @@ def profile_for(args: argparse.Namespace) -> CostProfile:
     return profile
 
 
+#: Options of simulate and search that only M-TGNN schedules read.
+_MTGNN_ONLY = (
+    "batches",
+    "memory",
+    "prefetch",
+    "mspipe_k",
+    "gpus_per_machine",
+    "machines",
+    "max_memory_staleness",
+    "max_weight_staleness",
+)
+
+
+def _refuse_mtgnn_options(args: argparse.Namespace) -> None:
+    """One line for an M-TGNN option given with --workload snapshot (rather than ignore it)."""
+    from tgpipe.cli import build_parser
+
+    defaults = build_parser().parse_args([args.command])
+    for name in _MTGNN_ONLY:
+        if getattr(args, name, None) != getattr(defaults, name, None):
+            raise InputError(
+                f"--{name.replace('_', '-')} is for --workload mtgnn; a snapshot epoch is set by "
+                "--data, --period and --group: leave it out"
+            )
+
+
 def snapshot_inputs(args: argparse.Namespace) -> tuple[CostProfile, SnapshotWorkload, str]:
     """The profile, the training epoch of the snapshot data, and a line that names them."""
+    _refuse_mtgnn_options(args)
     from tgpipe.executor.snapshot_model import snapshot_workload
-    from tgpipe.executor.snapshots import load_sequence
+    from tgpipe.executor.snapshots import check_length, load_sequence
 
     profile = profile_for(args)
     data = args.data or "skewed:32"
     seq = load_sequence(data, args.period)
-    if len(seq) < 4:
-        raise InputError(
-            f"{data} gives {len(seq)} snapshot(s) of {args.period:g} time units; at least 4 are "
-            "needed (a training, validation and test part): use a shorter --period"
-        )
+    check_length(seq)
     workload = snapshot_workload(seq, args.group)
     edges = sorted(e for _, e in workload.sizes)
     what = (

@@ -647,7 +647,7 @@ CASES = [
     Case(
         "snapshot-too-few-snapshots",
         ("search", "--workload", "snapshot", "--data", "d.csv", "-o", "s.txt"),
-        "gives 1 snapshot(s)",
+        "has 1 snapshot(s); training needs at least 4",
         "use a shorter --period",
         {"d.csv": CSV},
     ),
@@ -681,6 +681,12 @@ CASES = [
         "is a schedule for other snapshots",
         "make it for this data",
         {"s.schedule": SNAPSHOT_SCHEDULE},
+    ),
+    Case(
+        "snapshot-mtgnn-option",
+        ("simulate", "--workload", "snapshot", "--batches", "50", *SIM_OUT),
+        "--batches is for --workload mtgnn",
+        "leave it out",
     ),
     Case(
         "snapshot-bad-groups",
