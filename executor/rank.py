@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from tgpipe.dag.semantics import Semantics
+from tgpipe.executor.lanes import LaneThreads, Mailbox
 from tgpipe.executor.learner import Learner, load_weights
 from tgpipe.executor.memory import POLL, Aborted, MemoryRows, MemoryStore
 from tgpipe.executor.model import TGN, TGNConfig, build_model
@@ -79,37 +80,14 @@ class _Store(MemoryStore):
             self.outbox[batch] = (torch.as_tensor(nodes, dtype=torch.int64), rows)
 
 
-class _Versions:
+class _Versions(Mailbox):
     """Packed learners (weights + Adam state) by version: what weights travel as."""
 
     def __init__(self):
-        self._cond = threading.Condition()
-        self._packed: dict[int, torch.Tensor] = {}
-
-    def put(self, version: int, packed: torch.Tensor) -> None:
-        with self._cond:
-            self._packed[version] = packed
-            self._cond.notify_all()
-
-    def get(self, version: int, abort: threading.Event, timeout: float) -> torch.Tensor:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while version not in self._packed:
-                if abort.is_set():
-                    raise Aborted()
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"weights of version {version} never arrived")
-                self._cond.wait(POLL)
-            return self._packed[version]
-
-    def prune(self, below: int) -> None:
-        with self._cond:
-            for v in [v for v in self._packed if v < below]:
-                del self._packed[v]
+        super().__init__("weights of version")
 
     def state_dict(self) -> dict[int, torch.Tensor]:
-        with self._cond:
-            return {v: t.cpu() for v, t in self._packed.items()}
+        return {v: t.cpu() for v, t in self.state().items()}
 
     def load_state_dict(self, packed: dict[int, torch.Tensor]) -> None:
         for v, t in packed.items():
@@ -122,7 +100,7 @@ class EpochResult:
     rows: list[TraceRow]  #: what ran when, seconds from the epoch's start
 
 
-class RankRunner:
+class RankRunner(LaneThreads):
     """Runs this rank's program for one epoch at a time."""
 
     def __init__(
@@ -242,15 +220,8 @@ class RankRunner:
             (self._receive, (msgs,), f"recv-{kind}-{src}")
             for (src, kind), msgs in sorted(inbound.items())
         ]
-        threads = [
-            threading.Thread(
-                target=self._guard, args=(fn, *args), name=f"rank{self.rank}-{name}", daemon=True
-            )
-            for fn, args, name in workers
-        ]
-        sender = threading.Thread(
-            target=self._guard, args=(self._sender,), name=f"rank{self.rank}-send", daemon=True
-        )
+        threads = self._threads(workers)
+        (sender,) = self._threads([(self._sender, (), "send")])
         stop = threading.Event()
         counter = threading.Thread(  # the shared store's writes: every rank's
             target=self._count_writes, args=(progress, stop), name=f"rank{self.rank}-progress"
@@ -318,20 +289,6 @@ class RankRunner:
             self.left[b] = 0
             self.unfinished.discard(b)
             self.finished[b].set()
-
-    def _guard(self, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Aborted:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            self.errors.append(exc)
-            self.abort.set()
-
-    def _wait(self, event: threading.Event) -> None:
-        while not event.wait(POLL):
-            if self.abort.is_set():
-                raise Aborted()
 
     # ---- lanes --------------------------------------------------------------------------------
     def _lane(self, lane: str, steps: list[Action | Message]) -> None:

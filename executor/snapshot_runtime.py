@@ -77,8 +77,9 @@ import torch.distributed as dist
 
 from tgpipe.dag.snapshot import UNIT_OPS, SnapshotWorkload
 from tgpipe.errors import InputError
+from tgpipe.executor.lanes import LaneThreads, Mailbox
 from tgpipe.executor.learner import Learner
-from tgpipe.executor.memory import POLL, Aborted
+from tgpipe.executor.memory import POLL
 from tgpipe.executor.ops import compute_guard
 from tgpipe.executor.snapshot_model import (
     OP_FUNCS,
@@ -159,31 +160,7 @@ class SnapshotEpoch:
     rows: list[TraceRow]  #: what ran when, seconds from the epoch's start
 
 
-class _Mailbox:
-    """Hidden tables handed over, by unit, waited for with an abort flag and a timeout."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._items: dict[int, torch.Tensor] = {}
-
-    def put(self, unit: int, rows: torch.Tensor) -> None:
-        with self._cond:
-            self._items[unit] = rows
-            self._cond.notify_all()
-
-    def take(self, unit: int, abort: threading.Event, timeout: float) -> torch.Tensor:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while unit not in self._items:
-                if abort.is_set():
-                    raise Aborted()
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the hidden state for RNN{unit} never arrived")
-                self._cond.wait(POLL)
-            return self._items.pop(unit)
-
-
-class SnapshotRunner:
+class SnapshotRunner(LaneThreads):
     """Runs this rank's lanes of a snapshot schedule, one epoch at a time (module doc).
 
     `p2p`: the process group of hidden-state messages; `sync`: the group of the schedule's
@@ -237,7 +214,7 @@ class SnapshotRunner:
             for lane, acts in self.lanes.items()
             if any(a.op == "RNN" for a in acts)
         }
-        self.mailbox = _Mailbox()
+        self.mailbox = Mailbox("the hidden state for RNN")
         self.outgoing: queue.Queue = queue.Queue()
         self.losses: dict[int, float] = {}
         self.rows: list[TraceRow] = []
@@ -253,15 +230,8 @@ class SnapshotRunner:
             for u, h in sorted(self.receives.items())
             if h.src[0] != self.rank
         ]
-        threads = [
-            threading.Thread(
-                target=self._guard, args=(fn, *args), name=f"rank{self.rank}-{name}", daemon=True
-            )
-            for fn, args, name in workers
-        ]
-        sender = threading.Thread(
-            target=self._guard, args=(self._sender,), name=f"rank{self.rank}-send", daemon=True
-        )
+        threads = self._threads(workers)
+        (sender,) = self._threads([(self._sender, (), "send")])
         for t in [*threads, sender]:
             t.start()
         for t in threads:  # after a failure, a thread blocked in gloo may never return
@@ -273,20 +243,6 @@ class SnapshotRunner:
         if self.errors:
             raise self.errors[0]
         return SnapshotEpoch(dict(self.losses), sorted(self.rows, key=lambda r: r.start))
-
-    def _guard(self, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Aborted:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            self.errors.append(exc)
-            self.abort.set()
-
-    def _wait(self, event: threading.Event) -> None:
-        while not event.wait(POLL):
-            if self.abort.is_set():
-                raise Aborted()
 
     # ---- lanes -------------------------------------------------------------------------------
     def _lane(self, lane: str, acts: tuple[Action, ...]) -> None:
@@ -364,7 +320,7 @@ class SnapshotRunner:
 
     def _install(self, lane: str, unit: int) -> None:
         h = self.receives[unit]
-        rows = self.mailbox.take(unit, self.abort, self.timeout)
+        rows = self.mailbox.get(unit, self.abort, self.timeout, take=True)
         table = self.hidden[lane].table
         table.zero_()
         table[torch.from_numpy(h.ids).to(self.device)] = rows.to(self.device)

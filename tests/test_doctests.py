@@ -38,6 +38,7 @@ MODULES = [
     "tgpipe.executor.snapshot_reference",
     "tgpipe.executor.snapshot_runtime",
     "tgpipe.executor.snapshot_profiler",
+    "tgpipe.executor.lanes",
     "tgpipe.schedules.ir",
     "tgpipe.schedules.families",
     "tgpipe.schedules.snapshot",
