@@ -250,28 +250,10 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
             offset = max((r.end for r in rows), default=offset)
             all_rows += rows
             all_losses.append([losses[b] for b in sorted(losses)])
-            record = {
-                "epoch": epoch,
-                "seconds": seconds,
-                "events_per_s": events / seconds,
-                "loss": sum(losses.values()) / len(losses),
-            }
-            line = (
-                f"epoch {epoch}: {seconds:.2f} s, {record['events_per_s']:,.0f} events/s, "
-                f"loss {record['loss']:.4f}"
-            )
+            scores = None
             if args.evaluate:
                 scores = evaluate(stream, runner.learner.model, runner.store, (VAL, TEST))
-                (record["val_ap"], record["val_auc"]), (record["test_ap"], record["test_auc"]) = (
-                    scores[VAL],
-                    scores[TEST],
-                )
-                line += (
-                    f", val AP {record['val_ap']:.4f} AUC {record['val_auc']:.4f}, "
-                    f"test AP {record['test_ap']:.4f} AUC {record['test_auc']:.4f}"
-                )
-            epochs.append(record)
-            print(line, flush=True)
+            epochs.append(report_epoch(epoch, seconds, events, "events", losses, scores))
         save((epoch, n))
     if rank == 0:
         trace = Trace(
@@ -284,20 +266,9 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
                 "batch_size": args.batch_size,
             },
         )
-        if args.metrics:
-            meta = {"schedule": schedule.name, "semantics": list(schedule.semantics)}
-            meta |= {"ranks": schedule.n_ranks, "batch_size": args.batch_size}
-            with atomic_open(args.metrics) as f:
-                json.dump({**meta, "epochs": epochs}, f, indent=1)
-            print(f"wrote metrics {args.metrics}")
-        if args.trace:
-            trace.save(args.trace)
-            print(f"wrote trace {args.trace}")
-        if args.gantt:
-            from tgpipe.gantt import write_gantt
-
-            write_gantt([trace], args.gantt)
-            print(f"wrote Gantt chart {args.gantt}")
+        meta = {"schedule": schedule.name, "semantics": list(schedule.semantics)}
+        meta |= {"ranks": schedule.n_ranks, "batch_size": args.batch_size}
+        write_outputs(args, meta, epochs, trace)
     if args.dump and runner:
         torch.save(
             {
@@ -307,6 +278,46 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
             },
             f"{args.dump}.rank{rank}",
         )
+
+
+def report_epoch(
+    epoch: int, seconds: float, count: int, unit: str, losses: dict, scores: dict | None
+) -> dict:
+    """Print one epoch's line (time, `unit`/s, mean loss, validation and test AP and AUC
+    when evaluated) and return it as a record for --metrics."""
+    from tgpipe.executor.stream import TEST, VAL
+
+    record = {"epoch": epoch, "seconds": seconds, f"{unit}_per_s": count / seconds}
+    record["loss"] = sum(losses.values()) / len(losses)
+    line = f"epoch {epoch}: {seconds:.2f} s, {count / seconds:,.1f} {unit}/s, "
+    line += f"loss {record['loss']:.4f}"
+    if scores is not None:
+        (record["val_ap"], record["val_auc"]), (record["test_ap"], record["test_auc"]) = (
+            scores[VAL],
+            scores[TEST],
+        )
+        line += (
+            f", val AP {record['val_ap']:.4f} AUC {record['val_auc']:.4f}, "
+            f"test AP {record['test_ap']:.4f} AUC {record['test_auc']:.4f}"
+        )
+    print(line, flush=True)
+    return record
+
+
+def write_outputs(args: argparse.Namespace, meta: dict, epochs: list[dict], trace) -> None:
+    """--metrics (the epochs' records with `meta`), --trace and --gantt, each atomically."""
+    if args.metrics:
+        with atomic_open(args.metrics) as f:
+            json.dump({**meta, "epochs": epochs}, f, indent=1)
+        print(f"wrote metrics {args.metrics}")
+    if args.trace:
+        trace.save(args.trace)
+        print(f"wrote trace {args.trace}")
+    if args.gantt:
+        from tgpipe.gantt import write_gantt
+
+        write_gantt([trace], args.gantt)
+        print(f"wrote Gantt chart {args.gantt}")
 
 
 def _run(args: argparse.Namespace) -> None:

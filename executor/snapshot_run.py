@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import time
 
 from tgpipe.errors import InputError
-from tgpipe.files import atomic_open
 
 __all__ = ["build_snapshot_run", "check_snapshot_args", "snapshot_rank_main"]
 
@@ -141,8 +139,8 @@ def _train(args, rank, world, seq, workload, schedule, runner) -> None:
     import torch
     import torch.distributed as dist
 
+    from tgpipe.executor.run_cli import report_epoch, write_outputs
     from tgpipe.executor.snapshot_reference import evaluate_snapshots
-    from tgpipe.executor.stream import TEST, VAL
     from tgpipe.trace import Trace
 
     n = workload.n_positions
@@ -168,16 +166,7 @@ def _train(args, rank, world, seq, workload, schedule, runner) -> None:
         losses = {u: v for part in gathered for u, v in part[0].items()}
         rows = sorted((r for part in gathered for r in part[1]), key=lambda r: (r.start, r.rank))
         all_losses.append([losses[u] for u in sorted(losses)])
-        record = {
-            "epoch": epoch,
-            "seconds": seconds,
-            "snapshots_per_s": n / seconds,
-            "loss": sum(losses.values()) / len(losses),
-        }
-        line = (
-            f"epoch {epoch}: {seconds:.2f} s, {record['snapshots_per_s']:,.1f} snapshots/s, "
-            f"loss {record['loss']:.4f}"
-        )
+        scores = None
         if args.evaluate:
             scores = evaluate_snapshots(
                 seq,
@@ -186,16 +175,7 @@ def _train(args, rank, world, seq, workload, schedule, runner) -> None:
                 seed=args.seed,
                 order=workload.orders[0],
             )
-            (record["val_ap"], record["val_auc"]), (record["test_ap"], record["test_auc"]) = (
-                scores[VAL],
-                scores[TEST],
-            )
-            line += (
-                f", val AP {record['val_ap']:.4f} AUC {record['val_auc']:.4f}, "
-                f"test AP {record['test_ap']:.4f} AUC {record['test_auc']:.4f}"
-            )
-        epochs.append(record)
-        print(line, flush=True)
+        epochs.append(report_epoch(epoch, seconds, n, "snapshots", losses, scores))
     if rank == 0:
         meta = {
             "schedule": schedule.name,
@@ -205,19 +185,7 @@ def _train(args, rank, world, seq, workload, schedule, runner) -> None:
             "group": workload.group,
             "orders": list(workload.orders),
         }
-        if args.metrics:
-            with atomic_open(args.metrics) as f:
-                json.dump({**meta, "epochs": epochs}, f, indent=1)
-            print(f"wrote metrics {args.metrics}")
-        trace = Trace(rows, meta)  # the last epoch, from its start
-        if args.trace:
-            trace.save(args.trace)
-            print(f"wrote trace {args.trace}")
-        if args.gantt:
-            from tgpipe.gantt import write_gantt
-
-            write_gantt([trace], args.gantt)
-            print(f"wrote Gantt chart {args.gantt}")
+        write_outputs(args, meta, epochs, Trace(rows, meta))  # the last epoch, from its start
     if args.dump and runner:
         torch.save(
             {
