@@ -423,7 +423,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "each training snapshot, each op's cost fitted as a fixed part plus a part per vertex "
         "and per edge of a snapshot.",
     )
-    add_data_args(p)
+    add_data_args(p, snapshots=True)
     add_workload_args(p)
     p.add_argument(
         "--device",

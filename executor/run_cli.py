@@ -354,7 +354,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a family or a schedule file (default: pipetgl; blad with --workload snapshot; "
         "snapshot families: vertex_partition (simulated only), snapshot_partition, blad)",
     )
-    add_data_args(p)
+    add_data_args(p, snapshots=True)
     add_workload_args(p)
     p.add_argument(
         "--nproc", type=positive_int, default=2, help="local ranks to start (default: %(default)s)"

@@ -85,14 +85,17 @@ def output_file(text: str) -> str:
     return text
 
 
-def add_data_args(p: argparse.ArgumentParser, *, limit: bool = True) -> None:
+def add_data_args(
+    p: argparse.ArgumentParser, *, limit: bool = True, snapshots: bool = False
+) -> None:
     """--data, --batch-size (and --limit-events): the data and batches of every command
-    that trains, profiles or runs."""
+    that trains, profiles or runs (`snapshots`: one that also takes --workload snapshot)."""
+    more = ", or with --workload snapshot skewed[:N] or growing[:N]" if snapshots else ""
     p.add_argument(
         "--data",
         default="synthetic",
         metavar="PATH",
-        help="a data set file or folder, or synthetic[:NODES,EVENTS] (default: %(default)s)",
+        help=f"a data set file or folder, or synthetic[:NODES,EVENTS]{more} (default: %(default)s)",
     )
     p.add_argument("--batch-size", type=positive_int, default=600, help="(default: %(default)s)")
     if limit:
