@@ -7,7 +7,7 @@ import networkx as nx
 import pytest
 
 from tgpipe.dag.profile import load_profile
-from tgpipe.dag.snapshot import SnapshotWorkload, snapshot_bound
+from tgpipe.dag.snapshot import SNAPSHOT_EDGE_KINDS, SnapshotWorkload, snapshot_bound
 from tgpipe.errors import InputError
 from tgpipe.executor.snapshots import skewed_sequence
 from tgpipe.schedules.ir import Schedule, validate
@@ -46,6 +46,7 @@ def test_hidden_edges_stay_inside_groups_and_halo_edges_join_parts():
         assert {p for p, kind in preds["GRAD_SYNC", r] if kind == "group"} == {
             ("BWD", u) for u in range(w.n_units)
         }
+    assert {kind for ps in preds.values() for _, kind in ps} == set(SNAPSHOT_EDGE_KINDS)
     G = w.dag(PROFILE, n_ranks=2)
     assert nx.is_directed_acyclic_graph(G) and G.number_of_nodes() == 5 * 12 + 2 * 2
 
