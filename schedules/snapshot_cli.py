@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from tgpipe.dag.profile import CostProfile, load_profile
-from tgpipe.dag.snapshot import SnapshotWorkload, snapshot_bound
+from tgpipe.dag.snapshot import SnapshotWorkload
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write_all
 from tgpipe.metrics import gpu_idle
@@ -104,14 +104,14 @@ def _schedule(text: str, profile, workload, args) -> Schedule:
     return snapshot_family(text, profile, workload, args.gpus)
 
 
-def epoch_row(trace: Trace, schedule: Schedule, profile: CostProfile) -> list[str]:
+def epoch_row(trace: Trace, schedule: Schedule) -> list[str]:
     """schedule, GPUs, epoch ms, GPU idle %, bound ms, gap %, group, GCN orders."""
     from tgpipe.simulator.cli import pct
 
     w = schedule.workload
     end = max(r.end for r in trace.rows)
     idle = gpu_idle(trace)
-    bound = snapshot_bound(w, profile, schedule.n_ranks).seconds
+    bound = trace.meta["bound_epoch"]  # the simulator's snapshot_bound
     orders = "/".join(dict.fromkeys(w.orders))
     return [
         schedule.name,
@@ -140,9 +140,7 @@ def simulate_main(args: argparse.Namespace) -> None:
     schedules = [_schedule(n, profile, workload, args) for n in names if n]
     traces = [simulate(s, profile) for s in schedules]
     print(what)
-    print_table(
-        [epoch_row(t, s, profile) for t, s in zip(traces, schedules, strict=True)], EPOCH_HEADER
-    )
+    print_table([epoch_row(t, s) for t, s in zip(traces, schedules, strict=True)], EPOCH_HEADER)
     _write(args, traces, schedules[0])
 
 
@@ -172,7 +170,7 @@ def search_main(args: argparse.Namespace) -> None:
     print(what)
     sizes = ", ".join(map(str, groups))
     print(f"{len(found)} candidates on {args.gpus} GPU(s), group sizes {sizes}")
-    print_table([epoch_row(traces[id(c)], c.schedule, profile) for c in found], EPOCH_HEADER)
+    print_table([epoch_row(traces[id(c)], c.schedule) for c in found], EPOCH_HEADER)
     best = found[0]
     partition = min(
         (c for c in found if c.schedule.name.startswith("snapshot_partition")),
