@@ -153,7 +153,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
     """Rank 0: the profile, checked, written, read back, and printed as a table."""
     from tgpipe.dag.ops import OPS
     from tgpipe.dag.profile import CostProfile, OpCost
-    from tgpipe.executor.profiler import cpu_cores, device_name, median_spread
+    from tgpipe.executor.profiler import cpu_cores, device_name
     from tgpipe.executor.stream import TRAIN
     from tgpipe.simulator.cli import print_table
 
@@ -195,17 +195,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         compute="cpu" if device.type == "cpu" else "gpu",  # cuda: a GPU
         batch_scale=samples.batch_scale(stream.n_batches(TRAIN)),
     )
-    if allreduce:
-        median, spread = median_spread(allreduce)
-        across = len(set(nodes)) > 1
-        meta["allreduce"] = {
-            "ranks": world,
-            "bytes": profile.ops["GRAD_SYNC"].bytes,
-            "median": median,
-            "spread": spread,
-            "predicted": profile.cost("GRAD_SYNC", world, inter=across),
-        }
-    profile = dataclasses.replace(profile, meta=meta)
+    profile = _with_allreduce(profile, allreduce, world, nodes)
     _save(profile, args.output)
 
     print(
@@ -217,16 +207,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         for op, c in profile.ops.items()
     ]
     print_table(rows, ["op", "median ms", "± ms", "bytes"])
-    print()
-    _print_links(profile, links)
-    if allreduce:
-        a = meta["allreduce"]
-        print(
-            f"\nall-reduce of {a['bytes']:,} bytes of gradients on {world} ranks: "
-            f"{a['median'] * 1e3:.3f} ± {a['spread'] * 1e3:.3f} ms measured, "
-            f"{a['predicted'] * 1e3:.3f} ms by the profile"
-        )
-    print(f"wrote profile {args.output}")
+    _print_tail(profile, links, args.output)
 
 
 def _save(profile, path: str) -> None:
@@ -239,14 +220,41 @@ def _save(profile, path: str) -> None:
         raise RuntimeError(f"{path} does not read back as written")
 
 
-def _print_links(profile, links) -> None:
+def _with_allreduce(profile, allreduce: list[float] | None, world: int, nodes: list[int]):
+    """The profile with the whole all-reduce's timing beside its prediction in meta."""
+    from tgpipe.executor.profiler import median_spread
+
+    if not allreduce:
+        return profile
+    median, spread = median_spread(allreduce)
+    measured = {
+        "ranks": world,
+        "bytes": profile.ops["GRAD_SYNC"].bytes,
+        "median": median,
+        "spread": spread,
+        "predicted": profile.cost("GRAD_SYNC", world, inter=len(set(nodes)) > 1),
+    }
+    return dataclasses.replace(profile, meta={**profile.meta, "allreduce": measured})
+
+
+def _print_tail(profile, links, path: str) -> None:
+    """The links, the all-reduce against its prediction, and where the profile went."""
     from tgpipe.simulator.cli import print_table
 
+    print()
     rows = [
         [kind, f"{link.latency * 1e6:.1f}", f"{link.bandwidth / 1e9:.3f}", links[kind][1]["how"]]
         for kind, link in (("intra", profile.intra), ("inter", profile.inter))
     ]
     print_table(rows, ["link", "latency us", "GB/s", "how"])
+    a = profile.meta.get("allreduce")
+    if a:
+        print(
+            f"\nall-reduce of {a['bytes']:,} bytes of gradients on {a['ranks']} ranks: "
+            f"{a['median'] * 1e3:.3f} ± {a['spread'] * 1e3:.3f} ms measured, "
+            f"{a['predicted'] * 1e3:.3f} ms by the profile"
+        )
+    print(f"wrote profile {path}")
 
 
 def _profile_snapshots(args, seq, device, rank, world, alone, nodes) -> None:
@@ -290,7 +298,7 @@ def _profile_snapshots(args, seq, device, rank, world, alone, nodes) -> None:
 
 def _write_snapshots(args, seq, config, device, world, nodes, samples, allreduce, links) -> None:
     """Rank 0: the fitted snapshot profile, checked, written, read back, printed."""
-    from tgpipe.executor.profiler import cpu_cores, device_name, median_spread
+    from tgpipe.executor.profiler import cpu_cores, device_name
     from tgpipe.executor.snapshot_profiler import copy_bandwidth, snapshot_profile
     from tgpipe.simulator.cli import print_table
 
@@ -353,15 +361,7 @@ def _write_snapshots(args, seq, config, device, world, nodes, samples, allreduce
             f"{correlation:.3f}): the split between per_vertex and per_edge is not "
             "determined by this data; trust the fit for snapshots shaped like these only.",
         )
-    if allreduce:
-        median, spread = median_spread(allreduce)
-        profile.meta["allreduce"] = {
-            "ranks": world,
-            "bytes": profile.ops["GRAD_SYNC"].bytes,
-            "median": median,
-            "spread": spread,
-            "predicted": profile.cost("GRAD_SYNC", world, inter=len(set(nodes)) > 1),
-        }
+    profile = _with_allreduce(profile, allreduce, world, nodes)
     _save(profile, args.output)
 
     print(
@@ -385,16 +385,7 @@ def _write_snapshots(args, seq, config, device, world, nodes, samples, allreduce
             ]
         )
     print_table(rows, ["op", "median ms", "ns/vertex", "ns/edge", "bytes", "R^2", "med err"])
-    print()
-    _print_links(profile, links)
-    if allreduce:
-        a = profile.meta["allreduce"]
-        print(
-            f"\nall-reduce of {a['bytes']:,} bytes of gradients on {world} ranks: "
-            f"{a['median'] * 1e3:.3f} ± {a['spread'] * 1e3:.3f} ms measured, "
-            f"{a['predicted'] * 1e3:.3f} ms by the profile"
-        )
-    print(f"wrote profile {args.output}")
+    _print_tail(profile, links, args.output)
 
 
 def _run(args: argparse.Namespace) -> None:
