@@ -38,6 +38,7 @@ Training semantics (the definition every run is checked against):
 
 Examples
 --------
+>>> from tgpipe.executor.learner import Learner
 >>> from tgpipe.executor.snapshots import skewed_sequence
 >>> seq = skewed_sequence(6, n_nodes=50, mean_edges=40, seed=0)
 >>> model = build_snapshot_model(seq.n_nodes, SnapshotConfig(in_dim=8, hidden_dim=8))
@@ -58,17 +59,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from tgpipe.dag.snapshot import OP_ORDER, ORDERS, SnapshotWorkload
 from tgpipe.errors import InputError
-from tgpipe.executor.learner import Learner
+from tgpipe.executor.ops import all_reduce_sum as grad_sync  # GRAD_SYNC: the SUM
+from tgpipe.executor.ops import step  # STEP: one Adam step, with the epoch's sum
 from tgpipe.executor.snapshots import SnapshotSequence
 from tgpipe.executor.stream import TRAIN
 
@@ -367,22 +367,6 @@ def bwd(
     for total, g in zip(into, state.grads, strict=True):
         total.add_(g)
     return into
-
-
-def grad_sync(grads: list[torch.Tensor], group: Any = None) -> list[torch.Tensor]:
-    """GRAD_SYNC: the SUM of `grads` over a torch.distributed group (all-reduce of one flat
-    tensor); `grads` itself without torch.distributed or for a group of one."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
-        return grads
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
-    sizes = [g.numel() for g in grads]
-    return [c.view_as(g) for c, g in zip(flat.split(sizes), grads, strict=True)]
-
-
-def step(learner: Learner, grads: list[torch.Tensor]) -> None:
-    """STEP: one Adam step of `learner` with the epoch's summed gradients."""
-    learner.step(grads)
 
 
 #: Forward op name -> ``fn(state, model, hidden, seq)``, for a runtime or profiler that walks

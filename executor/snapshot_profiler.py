@@ -284,7 +284,9 @@ class Fit:
     points: int  #: positions fitted
 
     def seconds(self, vertices: float, edges: float) -> float:
-        return self.median + self.per_vertex * vertices + self.per_edge * edges
+        """The line at that size: `OpCost.seconds`, the one definition of it."""
+        line = OpCost(self.median, per_vertex=self.per_vertex, per_edge=self.per_edge)
+        return line.seconds(vertices, edges)
 
     def quality(self) -> dict:
         """The fit's quality, for a profile's meta."""
