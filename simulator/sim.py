@@ -1,8 +1,8 @@
 """The discrete-event simulator: a schedule, a cost profile, and SimPy in between.
 
-Think of each rank as a small workshop with a few workbenches (its lanes: ``gpu``, ``h2d``,
-``d2h``, ``cpu``, ``net``). Every bench works through its own to-do list in order. A job may
-start when its bench is free, when every job it depends on is finished (and, if that job
+Think of each rank as a small workshop with a few workbenches (its lanes: ``gpu``, ``gpu2``,
+``h2d``, ``d2h``, ``cpu``, ``net``). Every bench works through its own to-do list in order.
+A job may start when its bench is free, when every job it depends on is finished (and, if that job
 was done in another workshop, when the result has been delivered), and when the tools it
 needs are free: the tools are SimPy resources, some private to a rank (the GPU, each copy
 engine, the network port), some shared by every rank of a machine (its CPU cores, its
@@ -14,6 +14,13 @@ the sender's port (the machine's network card across machines) for bytes / bandw
 arrives after the link's latency. A memory edge through the shared host store on one machine
 sends only a token (latency). A GRAD_SYNC is a collective: every member waits until all have
 arrived, then all hold their ports for the all-reduce time.
+
+Costs: a job costs its op's cost in the profile, times its batch's measured scale where the
+profile has one (`CostProfile.batch_cost`: batches differ, and a synchronous group waits for
+its slowest); a snapshot epoch's job costs what its snapshot's size says
+(`SnapshotWorkload.cost`), and its GPU jobs run on the rank's `SharedDevice`, where the two
+worker lanes ``gpu`` and ``gpu2`` slow each other only where they compete. A replay gives
+each job its own measured seconds (`simulate(..., costs=...)`).
 
 A resource that only one lane of the schedule ever uses cannot be contended (a lane runs one
 action at a time), so it is not requested: that keeps the simulation fast without changing
