@@ -203,3 +203,16 @@ def test_bad_input_is_input_error(seq):
         train_snapshots(short, config=SMALL)
     with pytest.raises(InputError, match="in_dim"):
         SnapshotConfig(in_dim=0)
+
+
+def test_named_sequences_growing_skewed_and_their_limits():
+    from tgpipe.executor.snapshots import load_sequence
+
+    skewed, growing = load_sequence("skewed:12"), load_sequence("growing:12")
+    edges = [s.n_edges for s in growing]
+    assert edges == sorted(edges) and sorted(edges) == sorted(s.n_edges for s in skewed)
+    assert [s.n_edges for s in skewed] != edges  # skewed keeps time order, unsorted
+    with pytest.raises(InputError, match="4 <= N <= 100,000"):
+        load_sequence("skewed:100001")
+    with pytest.raises(InputError, match="--limit-events is for data files"):
+        load_sequence("growing:8", limit_events=100)
