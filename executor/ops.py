@@ -279,7 +279,7 @@ def all_reduce_sum(grads: list[torch.Tensor], group: Any = None) -> list[torch.T
     if not (dist.is_available() and dist.is_initialized()):
         return grads
     flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    dist.all_reduce(flat, group=group)  # SUM, the default
     return [
         c.view_as(g) for c, g in zip(flat.split([g.numel() for g in grads]), grads, strict=True)
     ]
