@@ -1,14 +1,16 @@
-"""Snapshot workloads: BLAD against snapshot partition, simulated and run, side by side.
+"""Snapshot workloads: BLAD against snapshot and vertex partition, simulated and run.
 
     python bench/bench_snapshot.py                  # skewed snapshots growing over time
     python bench/bench_snapshot.py --data ../shared/data/wikipedia.csv
 
 Part 1 simulates one epoch on 2 GPUs of the built-in ``snapshot-gpu-illustrative`` profile:
-snapshot partition (ESDG: equal counts), BLAD with one worker per GPU (balancing alone) and
+snapshot partition (ESDG: equal counts), BLAD with one worker per GPU (balancing alone),
 BLAD with two workers (balancing and the overlap of a memory-bound op with a compute-bound
-one); the ratios say what each step gains, and ``--gantt`` draws them (the second worker's
-lane ``gpu2`` beside ``gpu``). Part 2 does it on this machine: profiles the snapshot ops here
-(``tgpipe profile --workload snapshot``), builds the same three schedules from that profile,
+one) and vertex partition (every rank half of every snapshot, rows exchanged in every
+position); the ratios (to snapshot partition) say what each gains, and ``--gantt`` draws
+them (the second worker's lane ``gpu2`` beside ``gpu``). Part 2 does it on this machine:
+profiles the snapshot ops here (``tgpipe profile --workload snapshot``), builds the same
+schedules from that profile,
 simulates them, runs each for real on 2 local gloo ranks (``tgpipe run --workload snapshot``)
 and prints predicted and measured epoch time (the median epoch after the first) with the
 simulator's error, and the replay's (the last epoch simulated again with its own op costs:
@@ -30,7 +32,7 @@ from tgpipe.dag.profile import load_profile
 from tgpipe.executor.snapshot_model import snapshot_workload
 from tgpipe.executor.snapshots import load_sequence
 from tgpipe.executor.validate import measured_costs
-from tgpipe.schedules.snapshot import blad, snapshot_partition
+from tgpipe.schedules.snapshot import blad, snapshot_partition, vertex_partition
 from tgpipe.simulator.sim import simulate
 from tgpipe.trace import Trace
 
@@ -38,6 +40,7 @@ CHOICES = (
     ("snapshot_partition", lambda p, w: snapshot_partition(p, w, 2)),
     ("blad, 1 worker", lambda p, w: blad(p, w, 2, workers=1)),
     ("blad, 2 workers", lambda p, w: blad(p, w, 2)),
+    ("vertex_partition", lambda p, w: vertex_partition(p, w, 2)),
 )
 
 
@@ -59,7 +62,7 @@ def main() -> None:
     p.add_argument(
         "--epochs", type=int, default=6, help="epochs of each run; the median after the first"
     )
-    p.add_argument("--gantt", metavar="FILE.html", help="chart of part 1's three schedules")
+    p.add_argument("--gantt", metavar="FILE.html", help="chart of part 1's schedules")
     args = p.parse_args()
     data = ["--data", args.data, "--period", str(args.period), "--group", str(args.group)]
     seq = load_sequence(args.data, args.period)

@@ -20,7 +20,9 @@ of the epoch's all-reduce and its step. Edges, with the kinds of `tgpipe.dag.bui
 - ``halo`` (parts > 1): the op before AGG on every other part of the same position ->
   AGG(t, p): a vertex partition exchanges its neighbours' rows every layer; and RNN(t, q)
   -> BWD(t, p): the link predictor's pairs span parts, so its loss and backward need the
-  other parts' new hidden rows (the gradients go back with the all-reduce);
+  other parts' new hidden rows. The gradients of those rows go back to their parts inside
+  BWD (`tgpipe.executor.snapshot_parts`); that exchange among the BWDs of one position
+  would be a cycle here, so the DAG leaves it out (and with it its cost);
 - ``group``: every BWD -> every GRAD_SYNC: the all-reduce waits for all gradients.
 
 Costs follow the sizes: an op on a unit of V vertices and E edges costs
@@ -196,7 +198,8 @@ class SnapshotWorkload:
             return self.state_bytes
         if kind == "halo":  # rows of one other part's vertices adjacent to this part
             edges = self.sizes[self.position(src[1])][1]
-            width = self.state_bytes / self.n_nodes if src[0] == "RNN" else self.row_bytes
+            hidden = src[0] in ("RNN", "DENSE")  # h, or X W (DENSE before AGG)
+            width = self.state_bytes / self.n_nodes if hidden else self.row_bytes
             return int(width * 2 * edges / self.parts**2)
         return 0
 

@@ -352,7 +352,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="FAMILY|FILE",
         help="a family or a schedule file (default: pipetgl; blad with --workload snapshot; "
-        "snapshot families: vertex_partition (simulated only), snapshot_partition, blad)",
+        "snapshot families: vertex_partition, snapshot_partition, blad)",
     )
     add_data_args(p, snapshots=True)
     add_workload_args(p)

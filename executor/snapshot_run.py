@@ -163,7 +163,9 @@ def _train(args, rank, world, seq, workload, schedule, runner) -> None:
         if rank != 0:
             continue
         seconds = max(part[2] for part in gathered)  # the epoch ends with its slowest rank
-        losses = {u: v for part in gathered for u, v in part[0].items()}
+        losses = dict.fromkeys(range(n), 0.0)  # a position's loss: the sum of its parts'
+        for u, value in sorted(item for part in gathered for item in part[0].items()):
+            losses[workload.position(u)] += value
         rows = sorted((r for part in gathered for r in part[1]), key=lambda r: (r.start, r.rank))
         all_losses.append([losses[u] for u in sorted(losses)])
         scores = None

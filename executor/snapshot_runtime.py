@@ -30,13 +30,19 @@ The edges that cross lanes or ranks carry:
   the same on every rank.
 - ``data``: a position's ops run on one rank (LOAD on ``h2d``, the rest on a worker lane).
 
-A vertex partition (``parts`` > 1) would need each rank to hold only its part of a snapshot,
-a halo exchange before aggregation and another of the hidden rows and their gradients for
-the link predictor; the runner refuses it (`check_runnable`): vertex_partition is simulated
-only.
+A vertex partition (``parts`` > 1: every rank computes its part of each position, as
+`tgpipe.executor.snapshot_parts` defines it) moves rows instead of tables: the rows of
+``pre`` (X or X W) that other parts' AGG reads, the h rows that other parts' link pairs
+read, and in BWD the gradients of both, back to their parts. Every message of the epoch is
+known from the sequence alone, so each rank posts a receive for every message it will get
+at the epoch's start (``irecv``; the op that needs it waits on it, outside the compute
+lock). The parts of one position must run on different ranks and every lane must take
+positions in order: BWD's three rounds wait for the other parts' rounds, which no DAG edge
+shows (`check_runnable`).
 
 Each action becomes a `TraceRow` (rank, lane, op, unit, start, end): the op's own time, not
-its waits, in seconds from the epoch's start, to compare with the simulator's trace.
+its waits, in seconds from the epoch's start, to compare with the simulator's trace (a
+part's BWD row spans its three rounds and the exchanges between them).
 
 Examples
 --------
@@ -93,17 +99,12 @@ from tgpipe.executor.snapshot_model import (
     step,
     zero_grads,
 )
+from tgpipe.executor.snapshot_parts import PART_MESSAGES, PartPlan, PartState, part_of
 from tgpipe.executor.snapshots import SnapshotSequence
 from tgpipe.schedules.ir import Action, Schedule
 from tgpipe.trace import TraceRow
 
 __all__ = ["Handover", "SnapshotEpoch", "SnapshotRunner", "check_runnable", "handovers"]
-
-#: Why a vertex-partition schedule does not run (one line, for InputError).
-VERTEX_PARTITION = (
-    "the executor runs whole-snapshot schedules (snapshot_partition, blad); "
-    "vertex_partition is simulated only"
-)
 
 
 def check_runnable(schedule: Schedule) -> SnapshotWorkload:
@@ -115,8 +116,30 @@ def check_runnable(schedule: Schedule) -> SnapshotWorkload:
             "snapshot schedule (vertex_partition, snapshot_partition, blad or such a file)"
         )
     if w.parts > 1:
-        raise InputError(VERTEX_PARTITION)
+        _check_parts(schedule, w)
     return w
+
+
+def _check_parts(schedule: Schedule, w: SnapshotWorkload) -> None:
+    """A vertex partition runs if each unit is on one rank, the parts of a position on
+    different ranks, and every lane takes positions in order (module doc)."""
+    ranks: dict[int, set[int]] = {}
+    for (rank, lane), acts in schedule.lanes.items():
+        units = [a.batch for a in acts if a.op in UNIT_OPS]
+        for u in units:
+            ranks.setdefault(u, set()).add(rank)
+        if any(w.position(a) > w.position(b) for a, b in zip(units, units[1:], strict=False)):
+            raise InputError(
+                f"schedule {schedule.name!r}: lane {lane} of rank {rank} takes positions out "
+                "of order; a vertex partition runs each lane's positions in order"
+            )
+    for t in range(w.n_positions):
+        where = [ranks.get(t * w.parts + p, set()) for p in range(w.parts)]
+        if any(len(r) != 1 for r in where) or len(set().union(*where)) != w.parts:
+            raise InputError(
+                f"schedule {schedule.name!r}: the parts of position {t} must each run on one "
+                "rank, all on different ranks, for the executor to run a vertex partition"
+            )
 
 
 @dataclass(frozen=True)
@@ -130,8 +153,8 @@ class Handover:
 
 
 def handovers(schedule: Schedule, seq: SnapshotSequence) -> list[Handover]:
-    """Every hidden edge RNN(t-1) -> RNN(t) whose table must travel: those where RNN(t) does
-    not come right after RNN(t-1) among the RNNs of its lane (module doc)."""
+    """Every hidden edge RNN(t-1) -> RNN(t) (of one part) whose table must travel: those
+    where RNN(t) does not come right after RNN(t-1) among the RNNs of its lane (module doc)."""
     w = check_runnable(schedule)
     place = schedule.placement()
     previous: dict[int, Action | None] = {}  # unit -> the RNN before it on its lane
@@ -144,11 +167,13 @@ def handovers(schedule: Schedule, seq: SnapshotSequence) -> list[Handover]:
     found = []
     for u in range(w.n_units):
         t = w.position(u)
-        if t % w.group == 0 or previous.get(u) == Action("RNN", u - 1):
+        before = Action("RNN", u - w.parts)
+        if t % w.group == 0 or previous.get(u) == before:
             continue
         first = t - t % w.group
         ids = np.unique(np.concatenate([seq[p].nodes for p in range(first, t)]))
-        found.append(Handover(u, place[Action("RNN", u - 1)][:2], place[Action("RNN", u)][:2], ids))
+        ids = ids[part_of(ids, w.parts) == u % w.parts]  # a part's table holds its rows
+        found.append(Handover(u, place[before][:2], place[Action("RNN", u)][:2], ids))
     return found
 
 
@@ -197,6 +222,9 @@ class SnapshotRunner(LaneThreads):
         self.my_units = sorted(
             a.batch for acts in self.lanes.values() for a in acts if a.op == "BWD"
         )
+        self.unit_rank = {  # a unit's ops all run on one rank (check_runnable for parts)
+            a.batch: r for (r, _), acts in schedule.lanes.items() for a in acts if a.op == "BWD"
+        }
 
     # ---- one epoch ---------------------------------------------------------------------------
     def run_epoch(self, epoch: int) -> SnapshotEpoch:
@@ -223,6 +251,8 @@ class SnapshotRunner(LaneThreads):
         self.pending: dict[int, list[torch.Tensor]] = {}
         self.next_grad = 0  # index into my_units of the next gradient to add
         self.synced: list[torch.Tensor] | None = None
+        self.rows_box = Mailbox("the vertex-partition rows")
+        self.parts = self._open_parts() if self.w.parts > 1 else {}
         self.t0 = time.perf_counter()
         workers = [(self._lane, (lane, acts), lane) for lane, acts in self.lanes.items()]
         workers += [
@@ -253,17 +283,20 @@ class SnapshotRunner(LaneThreads):
                     self._wait(self.done[pred])
             if act.op == "RNN" and act.batch in self.receives:
                 self._install(lane, act.batch)
-            if act.op in UNIT_OPS:  # its inputs prepared first: the profiler's LOAD is not
-                self._state(act.batch)  # timed with them either
-            with self._compute if act.op != "GRAD_SYNC" else contextlib.nullcontext():
-                start = time.perf_counter()
-                self._run_op(lane, act)
-                end = time.perf_counter()
+            if self.w.parts > 1 and act.op in UNIT_OPS:
+                start, end = self._run_part(lane, act)
+            else:
+                if act.op in UNIT_OPS:  # its inputs prepared first: the profiler's LOAD is not
+                    self._state(act.batch)  # timed with them either
+                with self._compute if act.op != "GRAD_SYNC" else contextlib.nullcontext():
+                    start = time.perf_counter()
+                    self._run_op(lane, act)
+                    end = time.perf_counter()
             self.rows.append(
                 TraceRow(self.rank, lane, act.op, act.batch, start - self.t0, end - self.t0)
             )
-            if act.op == "RNN" and act.batch + 1 in self.sends:
-                self._hand_over(lane, self.sends[act.batch + 1])
+            if act.op == "RNN" and act.batch + self.w.parts in self.sends:
+                self._hand_over(lane, self.sends[act.batch + self.w.parts])
             self.done[act].set()
 
     def _state(self, unit: int) -> SnapshotState:
@@ -316,7 +349,7 @@ class SnapshotRunner(LaneThreads):
         if h.dst[0] == self.rank:
             self.mailbox.put(h.unit, rows)
         else:
-            self.outgoing.put((h, rows))
+            self.outgoing.put((rows, h.dst[0], h.unit))
 
     def _install(self, lane: str, unit: int) -> None:
         h = self.receives[unit]
@@ -326,13 +359,106 @@ class SnapshotRunner(LaneThreads):
         table[torch.from_numpy(h.ids).to(self.device)] = rows.to(self.device)
 
     def _sender(self) -> None:
-        """This rank's port: sends the handed-over tables one at a time (the receivers have
-        posted every receive at the epoch's start, so any order completes)."""
+        """This rank's port: sends the handed-over tables and the parts' rows one at a time
+        (the receivers have posted every receive at the epoch's start, so any order
+        completes)."""
         while (item := self.outgoing.get()) is not None:
-            h, rows = item
-            dist.send(rows.contiguous(), h.dst[0], group=self.p2p, tag=h.unit)
+            rows, dst, tag = item
+            dist.send(rows.contiguous(), dst, group=self.p2p, tag=tag)
 
     def _receive(self, h: Handover) -> None:
         rows = torch.empty(len(h.ids), self.config.hidden_dim)
         dist.recv(rows, h.src[0], group=self.p2p, tag=h.unit)
         self.mailbox.put(h.unit, rows)
+
+    # ---- vertex partition --------------------------------------------------------------------
+    def _open_parts(self) -> dict[int, PartState]:
+        """This rank's parts of the epoch, and a posted receive for every message they will
+        get (module doc)."""
+        P, model, found = self.w.parts, self.learner.model, {}
+        for unit in self.my_units:
+            t, p = divmod(unit, P)
+            whole = open_snapshot(
+                self.seq,
+                t,
+                group_size=self.w.group,
+                epoch=self.epoch,
+                seed=self.seed,
+                order=self.w.order(unit),
+                device=self.device,
+            )
+            part = found[unit] = PartState(whole, PartPlan.of(whole, P), p)
+            for kind, q, _, n in self._messages(part):
+                width = self.config.hidden_dim
+                if kind in ("pre", "dpre") and whole.order == "agg_first":
+                    width = model.node_dim or self.config.in_dim
+                rows = torch.empty(n, width)
+                src = self.unit_rank[t * P + q]
+                work = dist.irecv(rows, src, group=self.p2p, tag=self._tag(kind, t, q, p))
+                self.rows_box.put((kind, t, q, p), (work, rows))
+        return found
+
+    def _messages(self, part: PartState) -> list[tuple[str, int, int, int]]:
+        pre_grad = self.learner.model.embedding is not None or part.order == "dense_first"
+        return part.plan.messages(part.p, pre_grad)
+
+    def _tag(self, kind: str, t: int, src: int, dst: int) -> int:
+        """A message's tag: above the handovers' (units), one per (kind, position, parts)."""
+        P = self.w.parts
+        return (
+            self.w.n_units
+            + ((PART_MESSAGES.index(kind) * self.w.n_positions + t) * P + src) * P
+            + dst
+        )
+
+    def _send_rows(self, kind: str, part: PartState, rows: dict[int, torch.Tensor]) -> None:
+        t = part.whole.t
+        for q, r in rows.items():
+            dst = self.unit_rank[t * self.w.parts + q]
+            self.outgoing.put((r.detach().cpu(), dst, self._tag(kind, t, part.p, q)))
+
+    def _take_rows(self, kind: str, part: PartState) -> dict[int, torch.Tensor]:
+        """The `kind` messages of `part`, by the part they come from, once they are here."""
+        found = {}
+        for k, q, p, _ in self._messages(part):
+            if k == kind:
+                work, rows = self.rows_box.get((k, part.whole.t, q, p), self.abort, self.timeout)
+                work.wait()
+                found[q] = rows.to(self.device)
+        return found
+
+    def _run_part(self, lane: str, act: Action) -> tuple[float, float]:
+        """One op of a part: its inputs waited for outside the compute lock, then the op,
+        then what it sends; BWD in its three rounds. Returns the op's (start, end)."""
+        part, model, op = self.parts[act.batch], self.learner.model, act.op
+        received = {"AGG": "pre", "BWD": "h"}.get(op)
+        received = self._take_rows(received, part) if received else {}
+        sent: tuple[str, dict] = ("", {})
+        with self._compute:
+            start = time.perf_counter()
+            if op == "LOAD":
+                part.load(self.seq.node_feat)
+                if part.order == "agg_first":
+                    sent = ("pre", part.make_pre(model))
+            elif op == "AGG":
+                part.agg(model, received)
+            elif op == "DENSE":
+                sent = ("pre", part.dense(model))
+            elif op == "RNN":
+                sent = ("h", part.rnn(model, self.hidden[lane]))
+            else:
+                sent = ("dh", part.loss_grads(model, received))
+            end = time.perf_counter()
+        self._send_rows(sent[0], part, sent[1])
+        if op == "BWD":
+            returned = self._take_rows("dh", part)
+            with self._compute:
+                self._send_rows("dpre", part, part.state_grads(model, returned))
+            returned = self._take_rows("dpre", part)
+            with self._compute:
+                part.input_grads(model, returned)
+                end = time.perf_counter()
+            self.losses[act.batch] = part.loss_value
+            del self.parts[act.batch]
+            self._add_grads(act.batch, part.grads)
+        return start, end

@@ -1,8 +1,10 @@
 """The snapshot runtime, checked number for number against the one-process reference.
 
 Real ranks (separate processes on gloo, started by ``tgpipe run --workload snapshot``) run
-snapshot partition (a group's hidden state crosses from rank 0 to rank 1) and BLAD with
-pairing (groups differ in GCN order; two workers per rank) on the real data, and must end
+snapshot partition (a group's hidden state crosses from rank 0 to rank 1), BLAD with
+pairing (groups differ in GCN order; two workers per rank) and vertex partition (rows and
+their gradients cross ranks inside every position; also 3 ranks, both orders) on the real
+data, and must end
 with the weights, Adam state and per-position losses of `train_snapshots` under the same
 group size and orders, and a trace with one row per action. In-process tests cover the
 hidden-state handover between lanes of one rank and the per-group orders of the reference.
@@ -54,21 +56,20 @@ def _reference(seq, orders):
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("family", ["snapshot_partition", "blad"])
-def test_ranks_end_where_the_reference_ends(family, wikipedia_csv, wiki_seq, tmp_path):
+def _run(wikipedia_csv, schedule, tmp_path, nproc=2):
     dump, trace_file = tmp_path / "dump", tmp_path / "trace.json"
     run = _tgpipe(
         "run",
         "--workload",
         "snapshot",
         "--schedule",
-        family,
+        schedule,
         "--data",
         wikipedia_csv,
         "--group",
         GROUP,
         "--nproc",
-        2,
+        nproc,
         "--epochs",
         EPOCHS,
         "--no-evaluate",
@@ -81,16 +82,15 @@ def test_ranks_end_where_the_reference_ends(family, wikipedia_csv, wiki_seq, tmp
     )
     assert run.returncode == 0, run.stderr
     assert f"epoch {EPOCHS - 1}:" in run.stdout and "snapshots/s" in run.stdout
-    schedule = snapshot_family(
-        family, load_profile(PROFILE), snapshot_workload(wiki_seq, GROUP), n_ranks=2
-    )
+    return dump, trace_file
+
+
+def _check(schedule, wiki_seq, dump, trace_file):
+    """Every rank's weights and Adam state, the per-position losses and the trace against
+    the reference under the schedule's orders."""
     orders = schedule.workload.orders
-    crossing = [h for h in handovers(schedule, wiki_seq) if h.src[0] != h.dst[0]]
-    if family == "blad":  # pairing: the second worker's groups are DENSE-first
-        assert len(set(orders)) == 2 and not crossing
-    else:  # a group crosses from rank 0 to rank 1: its hidden state travels
-        assert crossing and len(crossing[0].ids) > 0
-    dumped = {r: torch.load(f"{dump}.rank{r}") for r in range(2)}
+    n = schedule.n_ranks
+    dumped = {r: torch.load(f"{dump}.rank{r}") for r in range(n)}
     assert all(tuple(d["orders"]) == orders for d in dumped.values())
     ref = _reference(wiki_seq, orders)
     diffs = {r: float((d["learner"] - ref.learner.pack()).abs().max()) for r, d in dumped.items()}
@@ -106,7 +106,32 @@ def test_ranks_end_where_the_reference_ends(family, wikipedia_csv, wiki_seq, tmp
     assert sorted(Action(r.op, r.batch) for r in trace.rows) == sorted(placed)
     assert all((r.rank, r.lane) == placed[Action(r.op, r.batch)][:2] for r in trace.rows)
     assert trace.meta["source"] == "measured" and trace.meta["workload"] == "snapshot"
-    assert trace.meta["n_ranks"] == 2 and trace.meta["schedule"] == schedule.name
+    assert trace.meta["n_ranks"] == n and trace.meta["schedule"] == schedule.name
+
+
+@pytest.mark.parametrize("family", ["snapshot_partition", "blad", "vertex_partition"])
+def test_ranks_end_where_the_reference_ends(family, wikipedia_csv, wiki_seq, tmp_path):
+    dump, trace_file = _run(wikipedia_csv, family, tmp_path)
+    schedule = snapshot_family(
+        family, load_profile(PROFILE), snapshot_workload(wiki_seq, GROUP), n_ranks=2
+    )
+    orders = schedule.workload.orders
+    crossing = [h for h in handovers(schedule, wiki_seq) if h.src[0] != h.dst[0]]
+    if family == "blad":  # pairing: the second worker's groups are DENSE-first
+        assert len(set(orders)) == 2 and not crossing
+    elif family == "snapshot_partition":  # a group crosses from rank 0 to rank 1
+        assert crossing and len(crossing[0].ids) > 0
+    else:  # every part's hidden rows stay on its rank; rows cross inside each position
+        assert schedule.workload.parts == 2 and not crossing
+    _check(schedule, wiki_seq, dump, trace_file)
+
+
+def test_a_vertex_partition_of_three_ranks_in_both_orders(wikipedia_csv, wiki_seq, tmp_path):
+    orders = ("dense_first", "agg_first", "dense_first", "agg_first", "dense_first")
+    w = snapshot_workload(wiki_seq, GROUP, orders=orders)
+    schedule = snapshot_family("vertex_partition", load_profile(PROFILE), w, n_ranks=3)
+    dump, trace_file = _run(wikipedia_csv, _save(schedule, tmp_path / "vp3.txt"), tmp_path, 3)
+    _check(schedule, wiki_seq, dump, trace_file)
 
 
 def _save(schedule, path):
@@ -126,6 +151,8 @@ def test_bad_input_is_one_line_and_status_2(wikipedia_csv, wiki_seq, tmp_path, c
         snapshot_family("blad", profile, snapshot_workload(wiki_seq, GROUP), 2),
         tmp_path / "mine.txt",
     )
+    vp = snapshot_family("vertex_partition", profile, snapshot_workload(wiki_seq, GROUP), 2)
+    one_rank = _save(_on_one_rank(vp), tmp_path / "one_rank.txt")
     common = ["run", "--workload", "snapshot", "--data", wikipedia_csv, "--group", GROUP]
     run = _tgpipe(*common, "--schedule", bad)
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
@@ -133,7 +160,7 @@ def test_bad_input_is_one_line_and_status_2(wikipedia_csv, wiki_seq, tmp_path, c
     cases = {
         "other data": (["--schedule", other_data], "another snapshot sequence"),
         "too few ranks": (["--schedule", mine, "--nproc", 1], "use --nproc 2"),
-        "vertex partition": (["--schedule", "vertex_partition"], "simulated only"),
+        "parts on one rank": (["--schedule", one_rank], "all on different ranks"),
         "group": (["--schedule", mine, "--group", 2], "use --group 4"),
     }
     for case, (argv, says) in cases.items():
@@ -193,11 +220,31 @@ def test_reference_orders_are_backwards_compatible():
         train_snapshots(seq, group_size=3, config=cfg, orders=("sideways",))
 
 
-def test_vertex_partition_and_mtgnn_schedules_are_refused():
+def _on_one_rank(vp):
+    """vertex_partition(2)'s two ranks as the two workers of rank 0."""
+    lanes = {
+        (0, lane if r == 0 else {"gpu": "gpu2", "h2d": "h2d2"}.get(lane, lane)): acts
+        for (r, lane), acts in vp.lanes.items()
+        if (r, lane) != (1, "net")
+    }
+    lanes[0, "h2d"] = tuple(sorted(lanes[0, "h2d"] + lanes.pop((0, "h2d2"))))
+    steps = [a for a in lanes[0, "gpu2"] if a.op == "STEP"]
+    lanes[0, "gpu2"] = tuple(a for a in lanes[0, "gpu2"] if a.op != "STEP")
+    assert steps == [Action("STEP", 1)]
+    return Schedule("by hand", vp.semantics, 1, vp.workload.n_units, lanes, workload=vp.workload)
+
+
+def test_vertex_partitions_that_would_deadlock_and_mtgnn_schedules_are_refused():
     w = snapshot_workload(skewed_sequence(12, n_nodes=40, mean_edges=60, seed=1), 3)
     vp = snapshot_family("vertex_partition", load_profile(PROFILE), w, 2)
-    with pytest.raises(InputError, match="vertex_partition is simulated only"):
-        check_runnable(vp)
+    assert check_runnable(vp) is vp.workload
+    with pytest.raises(InputError, match="position 0 must each run on one rank, all on diff"):
+        check_runnable(_on_one_rank(vp))
+    lanes = dict(vp.lanes)
+    lanes[1, "gpu"] = (*lanes[1, "gpu"][4:8], *lanes[1, "gpu"][:4], *lanes[1, "gpu"][8:])
+    swapped = Schedule("swapped", vp.semantics, 2, vp.n_batches, lanes, workload=vp.workload)
+    with pytest.raises(InputError, match="lane gpu of rank 1 takes positions out of order"):
+        check_runnable(swapped)
     from tgpipe.schedules.families import family
 
     with pytest.raises(InputError, match="M-TGNN schedule"):
