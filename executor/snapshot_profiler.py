@@ -26,8 +26,11 @@ GRAD_SYNC's median is its local overhead only, on a group of this one rank, wher
 function returns at once; its ``bytes`` are the gradients, and `CostProfile.cost` adds the
 ring all-reduce's messages from the link, as for M-TGNN. The whole all-reduce on all ranks is
 timed too (meta ``allreduce``) to check the link model. STEP: one Adam step's median, its
-bytes the packed learner (weights and Adam moments). LOAD's bytes are the median bytes it
-puts on the device, RNN's the hidden rows it reads and writes; AGG, DENSE and BWD move none.
+bytes the packed learner (weights and Adam moments). LOAD is timed with the preparation of
+its inputs (`open_snapshot`: normalised adjacency, targets, negatives; numpy on the host),
+as the runtime's LOAD does both; meta ``snapshots.open_snapshot`` says how much of it that
+is. LOAD's bytes are the median bytes it puts on the device, RNN's the hidden rows it reads
+and writes; AGG, DENSE and BWD move none.
 
 Shares of the GPU (``compute``, ``memory``): on a CPU a rank runs one op at a time, so they
 stay 1.0. On a GPU, `gpu_shares` estimates an op's memory share from the bytes it touches
@@ -227,6 +230,8 @@ def measure_snapshot_ops(
                 opened.append(now() - start)
             for op in OP_ORDER[order]:
                 timed(op, i, counted, OP_FUNCS[op], state, model, hidden, seq)
+            if counted:  # LOAD prepares its inputs too, in the runtime as here
+                seconds["LOAD"][i][-1] += opened[-1]
             timed("BWD", i, counted, bwd, state, model, grads)
             if counted:
                 moved["LOAD"].append(nbytes(v for k, v in vars(state).items() if k[:2] == "x_"))

@@ -286,8 +286,6 @@ class SnapshotRunner(LaneThreads):
             if self.w.parts > 1 and act.op in UNIT_OPS:
                 start, end = self._run_part(lane, act)
             else:
-                if act.op in UNIT_OPS:  # its inputs prepared first: the profiler's LOAD is not
-                    self._state(act.batch)  # timed with them either
                 with self._compute if act.op != "GRAD_SYNC" else contextlib.nullcontext():
                     start = time.perf_counter()
                     self._run_op(lane, act)
@@ -300,6 +298,7 @@ class SnapshotRunner(LaneThreads):
             self.done[act].set()
 
     def _state(self, unit: int) -> SnapshotState:
+        """The unit's state, prepared by its first op, LOAD, in LOAD's time (as profiled)."""
         with self.states_lock:
             if unit not in self.states:
                 self.states[unit] = open_snapshot(
