@@ -670,6 +670,19 @@ CASES = [
         "take --batches",
     ),
     Case(
+        "snapshot-period-without-workload",
+        ("run", "--data", "d.csv", "--period", "3600"),
+        "--period is for --workload snapshot",
+        "or leave it out",
+        {"d.csv": CSV},
+    ),
+    Case(
+        "snapshot-options-without-workload",
+        ("simulate", "--group", "2", "--period", "60", *SIM_OUT),
+        "--period and --group are for --workload snapshot",
+        "or leave them out",
+    ),
+    Case(
         "snapshot-unknown-family",
         ("simulate", "--workload", "snapshot", "--schedule", "ring", *SIM_OUT),
         "no file ring",

@@ -23,12 +23,14 @@ __all__ = [
     "Parser",
     "add_machine_args",
     "add_profile_arg",
+    "SNAPSHOT_DEFAULTS",
     "add_workload_args",
     "main",
     "nonnegative_int",
     "output_file",
     "positive_int",
     "positive_seconds",
+    "resolve_workload",
 ]
 
 #: Modules that define subcommands, each with ``register(subparsers)``.
@@ -142,18 +144,39 @@ def add_workload_args(p: argparse.ArgumentParser, *, data: bool = False) -> None
     g.add_argument(
         "--period",
         type=positive_seconds,
-        default=86400.0,
+        default=None,
         metavar="SECONDS",
-        help="time units per snapshot of a data file (default: %(default)g, a day of "
-        "seconds; skewed:N and growing:N are snapshots already)",
+        help="time units per snapshot of a data file (default: 86400, a day of seconds; "
+        "skewed:N and growing:N are snapshots already)",
     )
     g.add_argument(
         "--group",
         type=positive_int,
-        default=4,
+        default=None,
         metavar="N",
-        help="snapshots per group, the hidden state restarting at each (default: %(default)s)",
+        help="snapshots per group, the hidden state restarting at each (default: 4)",
     )
+
+
+#: The snapshot workload's options and their defaults (`add_workload_args`).
+SNAPSHOT_DEFAULTS = {"period": 86400.0, "group": 4}
+
+
+def resolve_workload(args: argparse.Namespace) -> None:
+    """Fill in the snapshot options' defaults; InputError if one is given for another
+    workload (it would be ignored without a word)."""
+    if not hasattr(args, "workload"):
+        return
+    given = [f"--{k}" for k in SNAPSHOT_DEFAULTS if getattr(args, k) is not None]
+    if given and args.workload != "snapshot":
+        one = len(given) == 1
+        raise InputError(
+            f"{' and '.join(given)} {'is' if one else 'are'} for --workload snapshot: add "
+            f"--workload snapshot, or leave {'it' if one else 'them'} out"
+        )
+    for k, default in SNAPSHOT_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, default)
 
 
 def add_profile_arg(p: argparse.ArgumentParser, default: str | None = "gpu-illustrative") -> None:
@@ -199,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        resolve_workload(args)
         args.func(args)
     except InputError as exc:
         print(f"tgpipe {args.command}: error: {exc}", file=sys.stderr)
