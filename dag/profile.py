@@ -14,6 +14,12 @@ snapshot, see `OpCost.seconds`; and each op states the shares of the GPU's compu
 bandwidth it uses alone, ``compute`` and ``memory``, which decide how two ops running at
 once on one GPU slow each other, see `tgpipe.simulator.contention`).
 
+``copy_bandwidth`` (optional; bytes per second) is how fast a rank copies its own memory:
+what a weight ring costs the ranks besides the link, since each step that takes over the
+learner from another rank unpacks it, packs it again for the next, and each rank loads the
+weights of a version it did not step itself into a model (`copy_time`). Absent or 0: such
+copies are free (the built-in GPU profiles: device copies, small beside the ops).
+
 Examples
 --------
 >>> p = load_profile("gpu-illustrative")
@@ -118,6 +124,8 @@ class CostProfile:
     #: per training batch, its ops' time over the sum of their medians (empty: all alike);
     #: batch b of a run costs `cost` times batch_scale[b % len]: see `batch_cost`
     batch_scale: tuple[float, ...] = ()
+    #: bytes per second a rank copies its own memory at (0: copies are free; module doc)
+    copy_bandwidth: float = 0.0
 
     # ---- costs: the one place where an op's time is decided --------------------------------
     def cost(self, op: str, n_ranks: int = 1, inter: bool = False) -> float:
@@ -142,6 +150,10 @@ class CostProfile:
         if not self.batch_scale or op in _SAME_EVERY_BATCH:
             return base
         return base * self.batch_scale[batch % len(self.batch_scale)]
+
+    def copy_time(self, nbytes: float) -> float:
+        """A rank copying `nbytes` of its own memory (a packed learner, a model's weights)."""
+        return nbytes / self.copy_bandwidth if self.copy_bandwidth else 0.0
 
     def transfer_time(self, nbytes: float, inter: bool) -> float:
         """One message of `nbytes` between two ranks, on one machine or across machines."""
@@ -174,6 +186,7 @@ class CostProfile:
             "compute": self.compute,
             **({"workload": self.workload} if self.workload != "mtgnn" else {}),
             **({"batch_scale": list(self.batch_scale)} if self.batch_scale else {}),
+            **({"copy_bandwidth": self.copy_bandwidth} if self.copy_bandwidth else {}),
             "ops": {op: _op_dict(c, self.workload) for op, c in self.ops.items()},
             "links": {
                 "intra": {"latency": self.intra.latency, "bandwidth": self.intra.bandwidth},
@@ -339,6 +352,11 @@ def _parse(data: object, where: str) -> CostProfile:
         raise InputError(f"{where}: field 'batch_scale' must be a list of numbers > 0")
     for k, x in enumerate(scale):
         _number(x, f"{where}: batch_scale[{k}]", positive=True, most=1e3, unit="x")
+    copy = data.get("copy_bandwidth", 0.0)
+    if copy:
+        copy = _number(
+            copy, f"{where}: copy_bandwidth", positive=True, least=MIN_BANDWIDTH, unit="bytes/s"
+        )
     return CostProfile(
         name=data.get("name", "") or Path(where).stem,
         source=source,
@@ -353,6 +371,7 @@ def _parse(data: object, where: str) -> CostProfile:
         compute=compute,
         workload=workload,
         batch_scale=tuple(float(x) for x in scale),
+        copy_bandwidth=float(copy),
     )
 
 

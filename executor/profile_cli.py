@@ -167,7 +167,8 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         f"{args.repeat} training batches run in order after {args.warmup} warm-up batches. "
         "GRAD_SYNC's median is its local overhead; its messages are costed from the link. "
         "batch_scale: each training batch's ops over the sum of their medians "
-        "(1 where unmeasured). "
+        "(1 where unmeasured). copy_bandwidth: packing and unpacking the learner "
+        "(what a weight ring copies), median of as many rounds. "
         f"Links: intra, {links['intra'][1]['how']}; inter, {links['inter'][1]['how']}."
     )
     meta = {
@@ -194,6 +195,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         meta=meta,
         compute="cpu" if device.type == "cpu" else "gpu",  # cuda: a GPU
         batch_scale=samples.batch_scale(stream.n_batches(TRAIN)),
+        copy_bandwidth=samples.copy_bandwidth,
     )
     profile = _with_allreduce(profile, allreduce, world, nodes)
     _save(profile, args.output)

@@ -20,6 +20,10 @@ divide, split): `CostProfile.cost` adds the ring all-reduce's messages from the 
 timing the whole all-reduce there would count the transfer twice. The whole all-reduce on
 all ranks is timed too (`time_allreduce`), to check the link model against it.
 
+The copy bandwidth (`copy_rate`) is the learner packed and unpacked again, as a weight ring
+does at each step it takes over, timed after the ops from cold caches: what the ring costs
+the ranks themselves, beside the link.
+
 A link is measured by ping-pong: the leader sends a message, the peer sends it back. The
 latency is half the median round trip of small messages; the bandwidth is what makes
 ``latency + bytes / bandwidth`` equal half the median round trip of large ones, so the
@@ -35,6 +39,8 @@ Examples
 >>> m = measure_ops(Stream(g, 20), TGNConfig(memory_dim=8, time_dim=4, embed_dim=8), 2, 5)
 >>> all(min(m.seconds[op]) > 0 for op in OPS), m.bytes["MEM_WRITE"] == m.bytes["MEM_FETCH"]
 (True, True)
+>>> m.copy_bandwidth > 1e6  # bytes/s
+True
 >>> link = link_from([2e-4, 2e-4, 3e-4], [0.0202] * 3, 10**7)[0]
 >>> round(link.latency, 6), round(link.bandwidth / 1e9, 3)  # seconds, GB/s
 (0.0001, 1.0)
@@ -146,6 +152,7 @@ class OpSamples:
     bytes: dict[str, int]
     batches: list[tuple[int, int]]  #: (epoch, batch) of each measured batch
     grads: list[torch.Tensor] = field(repr=False)  #: the last batch's gradients
+    copy_bandwidth: float = 0.0  #: bytes/s of packing and unpacking the learner
 
     def costs(self) -> dict[str, tuple[float, float, int]]:
         """op -> (median, spread, bytes)."""
@@ -210,7 +217,27 @@ def measure_ops(
         if progress:
             progress.update(note="warm-up" if k < warmup else "")
     sizes = {op: int(statistics.median(moved[op])) if op in moved else 0 for op in OPS}
-    return OpSamples(seconds, sizes, batches, state.grads)
+    copy = copy_rate(learner, now, repeat)
+    return OpSamples(seconds, sizes, batches, state.grads, copy)
+
+
+#: Bytes written between two rounds of `copy_rate`: more than a CPU's last-level cache.
+FLUSH_BYTES = 64 * 2**20
+
+
+def copy_rate(learner: Learner, now: Callable[[], float], repeat: int) -> float:
+    """Bytes per second of what a weight ring does to a learner: `Learner.pack` then
+    `Learner.unpack` (two copies of the packed bytes), median over `repeat` rounds, each
+    from cold caches (in a ring the packed learner comes from another process)."""
+    flush = torch.empty(FLUSH_BYTES // 4, device=learner.params[0].device)
+    rounds = []
+    for _ in range(max(repeat, 3)):
+        flush.fill_(1.0)
+        start = now()
+        packed = learner.pack()
+        learner.unpack(packed)
+        rounds.append(now() - start)
+    return 2 * packed.numel() * packed.element_size() / statistics.median(rounds)
 
 
 def time_allreduce(

@@ -51,6 +51,8 @@ from tgpipe.trace import TraceRow
 __all__ = ["Aborted", "RankRunner"]
 
 _READS = ("MEM_FETCH", "MEM_SUPPORT")
+#: Ops that compute with the weights of their batch's version (`_compute_model`).
+_WEIGHT_READERS = ("MEM_ROOT", "MEM_SUPPORT", "FWD", "BWD")
 
 
 class _Store(MemoryStore):
@@ -309,6 +311,8 @@ class RankRunner(LaneThreads):
             ready = self._ready(act.op, state)  # waits are not the op's time
             with self._compute if act.op != "GRAD_SYNC" else contextlib.nullcontext():
                 start = time.perf_counter()
+                if act.op in _WEIGHT_READERS:  # loading a version's weights is (as simulated)
+                    ready = self._compute_model(state.batch)
                 self._run_op(act.op, state, ready)
                 end = time.perf_counter()
             self.rows.append(
@@ -376,8 +380,11 @@ class RankRunner(LaneThreads):
             self.store.wait_version(state.mem_version, self.abort)
         if op == "MEM_WRITE":
             self.store.wait_writable(state.batch, self.abort, self.timeout)
-        if op in ("MEM_ROOT", "MEM_SUPPORT", "FWD", "BWD"):
-            return self._compute_model(state.batch)
+        if op in _WEIGHT_READERS:  # the weights' version here (loaded in the op's time)
+            version = weight_version(self.semantics, state.batch)
+            if self.semantics.s_w or version != self.learner_version:
+                self.versions.get(version, self.abort, self.timeout)
+            return None
         if op == "STEP":
             done = state.batch // self.semantics.g  # steps taken before this one
             if self.learner_version != done:

@@ -17,7 +17,8 @@ arrived, then all hold their ports for the all-reduce time.
 
 Costs: a job costs its op's cost in the profile, times its batch's measured scale where the
 profile has one (`CostProfile.batch_cost`: batches differ, and a synchronous group waits for
-its slowest); a snapshot epoch's job costs what its snapshot's size says
+its slowest), plus the copies a weight ring makes its ranks do where the profile has a copy
+bandwidth (`tgpipe.simulator.copies`); a snapshot epoch's job costs what its snapshot's size says
 (`SnapshotWorkload.cost`), and its GPU jobs run on the rank's `SharedDevice`, where the two
 worker lanes ``gpu`` and ``gpu2`` slow each other only where they compete. A replay gives
 each job its own measured seconds (`simulate(..., costs=...)`).
@@ -52,6 +53,7 @@ from tgpipe.dag.snapshot import GPU_OPS, snapshot_bound
 from tgpipe.errors import InputError
 from tgpipe.schedules.ir import Action, Schedule, action_resources, requirements, validate
 from tgpipe.simulator.contention import SharedDevice, Usage
+from tgpipe.simulator.copies import weight_copies
 from tgpipe.trace import Trace, TraceRow
 
 __all__ = ["Deadlock", "simulate"]
@@ -99,14 +101,14 @@ class _Run:
                 "profile of the schedule's workload"
             )
         n = schedule.n_ranks
+        base = {}
         if w is not None:  # every action costs what its unit's size says
-            costs = {a: w.cost(profile, a.op, a.batch, n, inter) for a in self.placement} | dict(
-                costs
-            )
+            base = {a: w.cost(profile, a.op, a.batch, n, inter) for a in self.placement}
         elif profile.batch_scale:  # batches differ as measured
-            batch_cost = profile.batch_cost
-            costs = {a: batch_cost(a.op, a.batch, n, inter) for a in self.placement} | dict(costs)
-        self.costs = costs
+            base = {a: profile.batch_cost(a.op, a.batch, n, inter) for a in self.placement}
+        for a, seconds in weight_copies(schedule, profile).items():  # a weight ring's copies
+            base[a] = base.get(a, self.cost[a.op]) + seconds
+        self.costs = base | dict(costs)  # a replay's own seconds include its copies
         # a snapshot epoch on GPUs: the GPU ops of a rank's workers share its GPU
         self.devices = {}
         if w is not None and profile.compute == "gpu":

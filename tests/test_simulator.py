@@ -1,3 +1,4 @@
+import dataclasses
 import random
 from collections import defaultdict
 
@@ -136,3 +137,22 @@ def test_period_never_beats_the_lower_bound(hand, seed):
     ranks = 1 if name == "sequential" else rng.choice([2, 3, 4])
     _, _, m, bound = _run(p, name, ranks, 240)
     assert m.period >= bound * (1 - 1e-9)
+
+
+def test_a_weight_ring_charges_its_copies_and_data_parallel_none(hand):
+    """With a copy bandwidth, a ring's STEP unpacks and packs the learner at every batch (2
+    copies of STEP's bytes) and each rank loads each version's weights once: on GPU-bound
+    ranks each batch's period grows by its copies over the 2 ranks; data parallel copies
+    nothing."""
+    base = hand(GPU_HEAVY | {"STEP": 1e-3}, {"STEP": 3_000_000, "GRAD_SYNC": 1_000_000})
+    copies = dataclasses.replace(base, copy_bandwidth=1e9)  # 3 ms per packed learner
+    ring = family("pipetgl", base, 2, 40)
+    plain, copied = (simulate(ring, p) for p in (base, copies))
+    steps = {r.batch: r.end - r.start for r in copied.rows if r.op == "STEP"}
+    assert steps[0] == pytest.approx(1e-3 + 3e-3)  # packed only: nothing to take over
+    assert steps[5] == pytest.approx(1e-3 + 6e-3)  # unpacked, stepped, packed
+    roots = [r.end - r.start for r in copied.rows if r.op == "MEM_ROOT"]
+    assert roots[5] == pytest.approx(base.cost("MEM_ROOT") + 1e-3)  # its version's weights
+    assert metrics(copied).period == pytest.approx(metrics(plain).period + 7e-3 / 2, rel=1e-3)
+    dp = family("data_parallel", base, 2, 40)
+    assert simulate(dp, copies).rows == simulate(dp, base).rows
