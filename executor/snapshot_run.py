@@ -97,11 +97,13 @@ def snapshot_rank_main(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
+    from tgpipe.executor.launch import pin_rank
     from tgpipe.executor.snapshot_runtime import SnapshotRunner
     from tgpipe.executor.watchdog import Watchdog, rendezvous
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.set_num_threads(args.threads)
+    pin_rank(args.threads)
     seq, config, workload, schedule = build_snapshot_run(args, world)
     timeout = datetime.timedelta(seconds=args.timeout)
     store = rendezvous(rank, world, args.timeout)

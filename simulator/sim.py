@@ -13,7 +13,8 @@ Deliveries between ranks are processes too: a message waits for its source actio
 the sender's port (the machine's network card across machines) for bytes / bandwidth, then
 arrives after the link's latency. A memory edge through the shared host store on one machine
 sends only a token (latency). A GRAD_SYNC is a collective: every member waits until all have
-arrived, then all hold their ports for the all-reduce time.
+arrived (and, where the profile measured a `jitter`, for the expected slowest of those that
+arrive together: `_slowest_member`), then all hold their ports for the all-reduce time.
 
 Costs: a job costs its op's cost in the profile, times its batch's measured scale where the
 profile has one (`CostProfile.batch_cost`: batches differ, and a synchronous group waits for
@@ -40,8 +41,10 @@ Examples
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping
+from functools import cache
 
 import simpy
 
@@ -56,7 +59,22 @@ from tgpipe.simulator.contention import SharedDevice, Usage
 from tgpipe.simulator.copies import weight_copies
 from tgpipe.trace import Trace, TraceRow
 
-__all__ = ["Deadlock", "simulate"]
+__all__ = ["Deadlock", "expected_max", "simulate"]
+
+
+@cache
+def expected_max(k: int) -> float:
+    """E[max of k independent standard normal draws] (0 for k = 1; 0.564 for 2, 1.029 for 4,
+    1.424 for 8), by the trapezoid rule over the density of the maximum."""
+    if k <= 1:
+        return 0.0
+    x = [-8 + 16 * i / 4000 for i in range(4001)]
+    f = [v * k * math.exp(-v * v / 2) / math.sqrt(2 * math.pi) * _phi(v) ** (k - 1) for v in x]
+    return (sum(f) - (f[0] + f[-1]) / 2) * 16 / 4000
+
+
+def _phi(v: float) -> float:
+    return 0.5 * (1 + math.erf(v / math.sqrt(2)))
 
 
 class Deadlock(InputError):
@@ -109,6 +127,7 @@ class _Run:
         for a, seconds in weight_copies(schedule, profile).items():  # a weight ring's copies
             base[a] = base.get(a, self.cost[a.op]) + seconds
         self.costs = base | dict(costs)  # a replay's own seconds include its copies
+        self.measured = set(costs)  # ... and its all-reduces their waits (no jitter added)
         # a snapshot epoch on GPUs: the GPU ops of a rank's workers share its GPU
         self.devices = {}
         if w is not None and profile.compute == "gpu":
@@ -147,6 +166,7 @@ class _Run:
             if act.op == "GRAD_SYNC":
                 self.members[self._sync_group(act)] += 1
         self.arrived = defaultdict(int)
+        self.arrivals_at: dict[int, list[float]] = defaultdict(list)
         self.all_arrived = {grp: env.event() for grp in self.members}
 
     def _shares_gpu(self, act: Action, lane: str) -> bool:
@@ -268,13 +288,32 @@ class _Run:
     def _collective_arrive(self, key, act: Action):
         group = self._sync_group(act)
         self.arrived[group] += 1
+        self.arrivals_at[group].append(self.env.now)
         if self.arrived[group] == self.members[group]:
-            self.all_arrived[group].succeed()
+            arrivals = self.arrivals_at.pop(group)
+            late = 0.0 if act in self.measured else self._slowest_member(arrivals)
+            release = self.all_arrived[group]
+            if late:
+                self.env.timeout(late).callbacks.append(lambda _, e=release: e.succeed())
+            else:
+                release.succeed()
         event = self.all_arrived[group]
         if not event.processed:
             self.waiting_on[key] = (act, event)
             yield event
             self.waiting_on.pop(key, None)
+
+    def _slowest_member(self, arrivals: list[float]) -> float:
+        """How much later than the last computed arrival a synchronous group starts its
+        all-reduce: each member's work varies run to run by the profile's `jitter` per
+        batch (sigma = jitter * sqrt(batches per member)), and the group waits for its
+        slowest; the members that arrive within 2 sigma of the last compete for slowest,
+        and the expected slowest of k is `expected_max`(k) sigma later than a typical one."""
+        if not self.p.jitter or self.workload is not None:
+            return 0.0
+        sigma = self.p.jitter * math.sqrt(self.s.semantics.g / len(arrivals))
+        last = max(arrivals)
+        return expected_max(sum(last - t <= 2 * sigma for t in arrivals)) * sigma
 
     def _explain(self) -> str:
         names = {id(e): str(a) for a, e in self.done.items()}

@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from tgpipe.executor.launch import free_port
+import pytest
+
+from tgpipe.executor.launch import free_port, job_cores, pin_rank
 from tgpipe.executor.watchdog import LOST_STATUS
 
 LIMIT = 60
@@ -119,3 +121,24 @@ def test_torchrun_survivor_names_the_lost_machine(wikipedia_csv):
     assert nodes[0].returncode != 0
     assert "tgpipe run: rank 1 was lost: no sign of life" in err, err[-2000:]
     assert re.search(rf"exitcode\s*:\s*{LOST_STATUS}\b", err), err[-2000:]  # the watchdog's exit
+
+
+def test_a_spawned_rank_is_pinned_to_its_own_cores(monkeypatch):
+    """Ranks that `spawn` started take the LOCAL_RANK-th slice of the cores; under torchrun
+    (no spawn marker), or when the ranks do not fit, nothing is pinned."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs 2 cores")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.delenv("TGPIPE_SPAWNED", raising=False)
+    assert pin_rank(1) is None  # torchrun's rank: left alone
+    monkeypatch.setenv("TGPIPE_SPAWNED", str(len(cores)))
+    assert job_cores() == len(cores)
+    assert pin_rank(len(cores)) is None  # 2 ranks of all the cores each do not fit
+    try:
+        assert pin_rank(1) == [cores[1]]
+        assert sorted(os.sched_getaffinity(0)) == [cores[1]]
+        assert job_cores() == len(cores)  # what the ranks share, not what this one may use
+    finally:
+        os.sched_setaffinity(0, cores)

@@ -18,7 +18,7 @@ def test_round_trip(tmp_path):
     p = load_profile("gpu-illustrative")
     p.save(tmp_path / "p.json")
     assert CostProfile.load(tmp_path / "p.json") == p
-    copies = dataclasses.replace(p, copy_bandwidth=2e9)
+    copies = dataclasses.replace(p, copy_bandwidth=2e9, jitter=1e-3)
     copies.save(tmp_path / "c.json")
     assert CostProfile.load(tmp_path / "c.json") == copies
     assert copies.copy_time(1e6) == pytest.approx(5e-4) and p.copy_time(1e6) == 0.0
@@ -63,6 +63,7 @@ def _bad(tmp_path, mutate):
         (lambda d: d.pop("links"), "missing field 'links'"),
         (lambda d: d.update(copy_bandwidth=-1e9), "copy_bandwidth must be > 0"),
         (lambda d: d.update(copy_bandwidth="fast"), "copy_bandwidth must be a finite number"),
+        (lambda d: d.update(jitter=-0.1), "jitter must be >= 0"),
     ],
 )
 def test_malformed_profile_names_field(tmp_path, mutate, message):

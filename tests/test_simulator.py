@@ -8,6 +8,7 @@ from tgpipe.dag import OPS, build_dag, lower_bound
 from tgpipe.metrics import metrics
 from tgpipe.schedules import Action, Schedule, family, requirements
 from tgpipe.simulator import Deadlock, simulate
+from tgpipe.simulator.sim import expected_max
 
 GPU_HEAVY = {"FWD": 10e-3, "BWD": 20e-3} | {
     op: 1e-5 for op in ("SAMPLE", "FEAT", "MEM_FETCH", "MEM_WRITE")
@@ -156,3 +157,17 @@ def test_a_weight_ring_charges_its_copies_and_data_parallel_none(hand):
     assert metrics(copied).period == pytest.approx(metrics(plain).period + 7e-3 / 2, rel=1e-3)
     dp = family("data_parallel", base, 2, 40)
     assert simulate(dp, copies).rows == simulate(dp, base).rows
+
+
+def test_a_synchronous_group_waits_for_its_expected_slowest_member(hand):
+    """With a measured jitter, an all-reduce of 2 ranks that arrive together starts
+    expected_max(2) = 0.564 standard deviations later: data parallel's period per batch
+    grows by that over its 2 batches; one rank has no one to wait for."""
+    base = hand(GPU_HEAVY)
+    noisy = dataclasses.replace(base, jitter=4e-3)
+    dp = family("data_parallel", base, 2, 40)
+    plain, waited = (metrics(simulate(dp, p)).period for p in (base, noisy))
+    assert expected_max(2) == pytest.approx(0.5642, abs=1e-4)
+    assert waited == pytest.approx(plain + expected_max(2) * 4e-3 / 2, rel=1e-3)
+    seq = family("sequential", base, 1, 10)
+    assert simulate(seq, noisy).rows == simulate(seq, base).rows
