@@ -20,6 +20,11 @@ learner from another rank unpacks it, packs it again for the next, and each rank
 weights of a version it did not step itself into a model (`copy_time`). Absent or 0: such
 copies are free (the built-in GPU profiles: device copies, small beside the ops).
 
+``allreduce`` (optional; ranks -> seconds) is GRAD_SYNC's whole all-reduce as measured on
+that many ranks of one machine (`tgpipe profile`): where it is known, `cost` takes it
+instead of the ring model of the link (gloo's all-reduce on CPUs reduces and copies besides
+sending, which the link model does not see).
+
 ``jitter`` (optional; seconds) is how much one batch's ops on one rank vary from one run of
 them to the next (a standard deviation): two ranks that compute the same batch at once
 differ by that much. A synchronous group waits for its slowest member, and the slowest of k
@@ -133,17 +138,22 @@ class CostProfile:
     copy_bandwidth: float = 0.0
     #: standard deviation of one batch's ops on one rank, run to run (0: none; module doc)
     jitter: float = 0.0
+    #: ranks of one machine -> seconds of GRAD_SYNC's whole all-reduce there, as measured
+    allreduce: dict[int, float] = field(default_factory=dict)
 
     # ---- costs: the one place where an op's time is decided --------------------------------
     def cost(self, op: str, n_ranks: int = 1, inter: bool = False) -> float:
         """Seconds that `op` holds its resources for one batch on `n_ranks` ranks.
 
-        GRAD_SYNC is a ring all-reduce of its bytes: its median (local overhead) plus
-        2 (W-1) messages of bytes / W each over the slowest link in play.
+        GRAD_SYNC is a ring all-reduce of its bytes: as measured on that many ranks of one
+        machine where the profile has it (`allreduce`), else its median (local overhead)
+        plus 2 (W-1) messages of bytes / W each over the slowest link in play.
         """
         entry = self.ops[op]
         if op != "GRAD_SYNC" or n_ranks <= 1:
             return entry.median
+        if not inter and n_ranks in self.allreduce:
+            return self.allreduce[n_ranks]
         link = self.inter if inter else self.intra
         steps = 2 * (n_ranks - 1)
         return entry.median + steps * link.time(entry.bytes / n_ranks)
@@ -195,6 +205,11 @@ class CostProfile:
             **({"batch_scale": list(self.batch_scale)} if self.batch_scale else {}),
             **({"copy_bandwidth": self.copy_bandwidth} if self.copy_bandwidth else {}),
             **({"jitter": self.jitter} if self.jitter else {}),
+            **(
+                {"allreduce": {str(k): v for k, v in self.allreduce.items()}}
+                if self.allreduce
+                else {}
+            ),
             "ops": {op: _op_dict(c, self.workload) for op, c in self.ops.items()},
             "links": {
                 "intra": {"latency": self.intra.latency, "bandwidth": self.intra.bandwidth},
@@ -381,7 +396,21 @@ def _parse(data: object, where: str) -> CostProfile:
         batch_scale=tuple(float(x) for x in scale),
         copy_bandwidth=float(copy),
         jitter=_number(data.get("jitter", 0.0), f"{where}: jitter", most=MAX_SECONDS, unit="s"),
+        allreduce=_allreduce(data.get("allreduce", {}), where),
     )
+
+
+def _allreduce(value: object, where: str) -> dict[int, float]:
+    """The ``allreduce`` field: ranks (>= 2) -> measured seconds."""
+    at = f"{where}: allreduce"
+    if not isinstance(value, dict):
+        raise InputError(f'{at} must be an object of ranks -> seconds, like {{"2": 0.003}}')
+    found = {}
+    for key, seconds in value.items():
+        if not (isinstance(key, str) and key.isdigit() and int(key) >= 2):
+            raise InputError(f"{at}: ranks must be a whole number >= 2, got {key!r}")
+        found[int(key)] = _number(seconds, f"{at}.{key}", positive=True, most=MAX_SECONDS, unit="s")
+    return found
 
 
 def builtin_profiles() -> list[str]:

@@ -228,20 +228,26 @@ def _save(profile, path: str) -> None:
 
 
 def _with_allreduce(profile, allreduce: list[float] | None, world: int, nodes: list[int]):
-    """The profile with the whole all-reduce's timing beside its prediction in meta."""
+    """The profile with the whole all-reduce's timing in meta beside what the link model
+    predicts, and as the all-reduce's cost on `world` ranks when they are on one machine."""
     from tgpipe.executor.profiler import median_spread
 
     if not allreduce:
         return profile
     median, spread = median_spread(allreduce)
+    inter = len(set(nodes)) > 1
     measured = {
         "ranks": world,
         "bytes": profile.ops["GRAD_SYNC"].bytes,
         "median": median,
         "spread": spread,
-        "predicted": profile.cost("GRAD_SYNC", world, inter=len(set(nodes)) > 1),
+        "predicted": profile.cost("GRAD_SYNC", world, inter=inter),  # by the link model
     }
-    return dataclasses.replace(profile, meta={**profile.meta, "allreduce": measured})
+    return dataclasses.replace(
+        profile,
+        meta={**profile.meta, "allreduce": measured},
+        allreduce={} if inter else {world: median},
+    )
 
 
 def _print_tail(profile, links, path: str) -> None:
@@ -259,8 +265,13 @@ def _print_tail(profile, links, path: str) -> None:
         print(
             f"\nall-reduce of {a['bytes']:,} bytes of gradients on {a['ranks']} ranks: "
             f"{a['median'] * 1e3:.3f} ± {a['spread'] * 1e3:.3f} ms measured, "
-            f"{a['predicted'] * 1e3:.3f} ms by the profile"
+            f"{a['predicted'] * 1e3:.3f} ms by the link model"
+            + (" (the profile keeps the measurement)" if profile.allreduce else "")
         )
+    if profile.copy_bandwidth:
+        print(f"copies (a weight ring's pack and unpack): {profile.copy_bandwidth / 1e9:.2f} GB/s")
+    if profile.jitter:
+        print(f"jitter of one batch's ops, rank to rank: {profile.jitter * 1e3:.3f} ms")
     print(f"wrote profile {path}")
 
 

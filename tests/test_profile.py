@@ -18,7 +18,7 @@ def test_round_trip(tmp_path):
     p = load_profile("gpu-illustrative")
     p.save(tmp_path / "p.json")
     assert CostProfile.load(tmp_path / "p.json") == p
-    copies = dataclasses.replace(p, copy_bandwidth=2e9, jitter=1e-3)
+    copies = dataclasses.replace(p, copy_bandwidth=2e9, jitter=1e-3, allreduce={2: 3e-3})
     copies.save(tmp_path / "c.json")
     assert CostProfile.load(tmp_path / "c.json") == copies
     assert copies.copy_time(1e6) == pytest.approx(5e-4) and p.copy_time(1e6) == 0.0
@@ -30,6 +30,11 @@ def test_transfer_and_allreduce(hand):
     assert p.cost("GRAD_SYNC", 1) == 0.0
     # ring all-reduce on 4 ranks: 6 messages of 1000 bytes, each 1 ms + 1 s
     assert p.cost("GRAD_SYNC", 4) == pytest.approx(6 * 1.001)
+    # measured on 4 ranks of one machine: that, and the ring model elsewhere
+    measured = dataclasses.replace(p, allreduce={4: 0.5})
+    assert measured.cost("GRAD_SYNC", 4) == 0.5
+    assert measured.cost("GRAD_SYNC", 4, inter=True) == p.cost("GRAD_SYNC", 4, inter=True)
+    assert measured.cost("GRAD_SYNC", 2) == p.cost("GRAD_SYNC", 2)
 
 
 def test_edge_delay_rules(hand):
@@ -64,6 +69,9 @@ def _bad(tmp_path, mutate):
         (lambda d: d.update(copy_bandwidth=-1e9), "copy_bandwidth must be > 0"),
         (lambda d: d.update(copy_bandwidth="fast"), "copy_bandwidth must be a finite number"),
         (lambda d: d.update(jitter=-0.1), "jitter must be >= 0"),
+        (lambda d: d.update(allreduce={"1": 0.1}), "ranks must be a whole number >= 2"),
+        (lambda d: d.update(allreduce={"2": 0}), r"allreduce.2 must be > 0"),
+        (lambda d: d.update(allreduce=[2]), "allreduce must be an object of ranks"),
     ],
 )
 def test_malformed_profile_names_field(tmp_path, mutate, message):
