@@ -93,7 +93,8 @@ def _total(profile) -> float:
 
 def _midpoint(before: CostProfile, after: CostProfile) -> CostProfile:
     """The machine halfway through a run: each time the mean of the two profiles' (an op's
-    median, a batch's scale, the jitter, a copy's and a message's seconds per byte)."""
+    median, a batch's scale, the jitter, the all-reduce, a copy's and a message's seconds
+    per byte)."""
 
     def rate(a: float, b: float) -> float:  # bytes/s: the mean of seconds per byte
         return 2 / (1 / a + 1 / b) if a and b else 0.0
@@ -113,6 +114,11 @@ def _midpoint(before: CostProfile, after: CostProfile) -> CostProfile:
         intra=link(before.intra, after.intra),
         inter=link(before.inter, after.inter),
         jitter=(before.jitter + after.jitter) / 2,
+        allreduce={
+            k: (t + after.allreduce[k]) / 2
+            for k, t in before.allreduce.items()
+            if k in after.allreduce
+        },
         copy_bandwidth=rate(before.copy_bandwidth, after.copy_bandwidth),
     )
 

@@ -375,11 +375,9 @@ def _parse(data: object, where: str) -> CostProfile:
         raise InputError(f"{where}: field 'batch_scale' must be a list of numbers > 0")
     for k, x in enumerate(scale):
         _number(x, f"{where}: batch_scale[{k}]", positive=True, most=1e3, unit="x")
-    copy = data.get("copy_bandwidth", 0.0)
-    if copy:
-        copy = _number(
-            copy, f"{where}: copy_bandwidth", positive=True, least=MIN_BANDWIDTH, unit="bytes/s"
-        )
+    copy = _number(data.get("copy_bandwidth", 0.0), f"{where}: copy_bandwidth", unit="bytes/s")
+    if 0 < copy < MIN_BANDWIDTH:
+        raise InputError(f"{where}: copy_bandwidth must be 0 (none) or at least {MIN_BANDWIDTH:g}")
     return CostProfile(
         name=data.get("name", "") or Path(where).stem,
         source=source,

@@ -107,8 +107,8 @@ def _rank_main(args: argparse.Namespace) -> None:
 
     _counts(args)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    pin_rank(args.threads)  # before torch starts threads
     torch.set_num_threads(args.threads)
-    pin_rank(args.threads)
     if args.device == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
@@ -168,7 +168,8 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         f"thread(s) per rank), data {graph.name} ({graph.n_events:,} events), batches of "
         f"{args.batch_size}: each op's median and median absolute deviation over "
         f"{args.repeat} training batches run in order after {args.warmup} warm-up batches. "
-        "GRAD_SYNC's median is its local overhead; its messages are costed from the link. "
+        "GRAD_SYNC's median is its local overhead; allreduce: the whole all-reduce measured "
+        "on these ranks (elsewhere its messages are costed from the link). "
         "batch_scale: each training batch's ops over the sum of their medians "
         "(1 where unmeasured). copy_bandwidth: packing and unpacking the learner "
         "(what a weight ring copies), median of as many rounds. jitter: the standard "
@@ -318,12 +319,12 @@ def _write_snapshots(args, seq, config, device, world, nodes, samples, allreduce
     """Rank 0: the fitted snapshot profile, checked, written, read back, printed."""
     from tgpipe.executor.launch import job_cores
     from tgpipe.executor.profiler import device_name
-    from tgpipe.executor.snapshot_profiler import copy_bandwidth, snapshot_profile
+    from tgpipe.executor.snapshot_profiler import device_bandwidth, snapshot_profile
     from tgpipe.simulator.cli import print_table
 
     name = device_name(device)
     gpu = device.type == "cuda"
-    bandwidth = copy_bandwidth(device) if gpu else None
+    bandwidth = device_bandwidth(device) if gpu else None
     edges = sorted(e for _, e in samples.sizes)
     shares = (
         "Shares of the GPU (compute, memory) are a rough estimate, UNTESTED: memory = twice "
@@ -343,7 +344,8 @@ def _write_snapshots(args, seq, config, device, world, nodes, samples, allreduce
         f"{args.group}. Per op, seconds = median + per_vertex * V + per_edge * E, fitted by "
         "non-negative least squares to each snapshot's median (fit quality in "
         "meta.fit; spread = median |sample - fit|). GRAD_SYNC's median is its local overhead; "
-        "its messages are costed from the link. STEP: one Adam step per epoch. "
+        "allreduce: the whole all-reduce measured on these ranks (elsewhere its messages are "
+        "costed from the link). STEP: one Adam step per epoch. "
         f"{shares} Links: intra, {links['intra'][1]['how']}; inter, "
         f"{links['inter'][1]['how']}."
     )

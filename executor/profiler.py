@@ -16,9 +16,10 @@ GRAD_SYNC the gradients it all-reduces, STEP the packed weights with their optim
 (what a param edge carries in a weight ring). The median over the measured batches is kept.
 
 GRAD_SYNC's median is its local overhead only (flatten, all-reduce on a group of one rank,
-divide, split): `CostProfile.cost` adds the ring all-reduce's messages from the link, so
-timing the whole all-reduce there would count the transfer twice. The whole all-reduce on
-all ranks is timed too (`time_allreduce`), to check the link model against it.
+divide, split): on other shapes of machine `CostProfile.cost` adds the ring all-reduce's
+messages from the link. The whole all-reduce on all ranks is timed too (`time_allreduce`):
+the profile keeps it as the all-reduce's cost on these ranks (``allreduce``), and in meta
+beside what the link model predicts.
 
 The copy bandwidth (`copy_rate`) is the learner packed and unpacked again, as a weight ring
 does at each step it takes over, timed after the ops from cold caches: what the ring costs

@@ -51,8 +51,9 @@ from tgpipe.trace import TraceRow
 __all__ = ["Aborted", "RankRunner"]
 
 _READS = ("MEM_FETCH", "MEM_SUPPORT")
-#: Ops that compute with the weights of their batch's version (`_compute_model`).
-_WEIGHT_READERS = ("MEM_ROOT", "MEM_SUPPORT", "FWD", "BWD")
+#: Ops that compute with a model holding their batch's weight version (`_compute_model`):
+#: the DAG's weight readers and BWD, which differentiates FWD's graph.
+_MODEL_OPS = ("MEM_ROOT", "MEM_SUPPORT", "FWD", "BWD")
 
 
 class _Store(MemoryStore):
@@ -311,7 +312,7 @@ class RankRunner(LaneThreads):
             ready = self._ready(act.op, state)  # waits are not the op's time
             with self._compute if act.op != "GRAD_SYNC" else contextlib.nullcontext():
                 start = time.perf_counter()
-                if act.op in _WEIGHT_READERS:  # loading a version's weights is (as simulated)
+                if act.op in _MODEL_OPS:  # loading a version's weights is its work (as simulated)
                     ready = self._compute_model(state.batch)
                 self._run_op(act.op, state, ready)
                 end = time.perf_counter()
@@ -358,7 +359,7 @@ class RankRunner(LaneThreads):
         holds them and no stale reader exists (s_w = 0: nothing steps it before this
         group's batches are done), else a pooled copy filled from the packed version."""
         version = weight_version(self.semantics, batch)
-        if not self.semantics.s_w and version == self.learner_version:
+        if not self._needs_copy(version):
             return self.learner.model
         model = self._models.get(version)
         if model is None:
@@ -372,17 +373,22 @@ class RankRunner(LaneThreads):
             self._models[version] = model
         return model
 
+    def _needs_copy(self, version: int) -> bool:
+        """Whether a batch of weight `version` computes with a copy (`_compute_model`)."""
+        return bool(self.semantics.s_w) or version != self.learner_version
+
     def _ready(self, op: str, state: BatchState):
         """Wait until what `op` reads from other lanes and ranks is there: the memory
-        version, the weights; returns the model to compute with (or the packed learner a
-        STEP starts from, None if this rank's learner holds it)."""
+        version, the packed weights it computes with (loaded in the op's own time, by
+        `_compute_model`); returns the packed learner a STEP starts from (None if this
+        rank's learner holds it, and for every other op)."""
         if op in _READS:
             self.store.wait_version(state.mem_version, self.abort)
         if op == "MEM_WRITE":
             self.store.wait_writable(state.batch, self.abort, self.timeout)
-        if op in _WEIGHT_READERS:  # the weights' version here (loaded in the op's time)
+        if op in _MODEL_OPS:
             version = weight_version(self.semantics, state.batch)
-            if self.semantics.s_w or version != self.learner_version:
+            if self._needs_copy(version):
                 self.versions.get(version, self.abort, self.timeout)
             return None
         if op == "STEP":

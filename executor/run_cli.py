@@ -115,8 +115,8 @@ def _rank_main(args: argparse.Namespace) -> None:
     from tgpipe.executor.watchdog import Watchdog, rendezvous
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    pin_rank(args.threads)  # before torch starts threads
     torch.set_num_threads(args.threads)
-    pin_rank(args.threads)
     graph, stream, config, schedule = _build(args, world)
     memory = args.memory = _memory_backend(args, schedule, world)  # _train prints it
     timeout = datetime.timedelta(seconds=args.timeout)

@@ -24,19 +24,20 @@ per edge; the fit then predicts snapshots shaped like the measured ones, not oth
 
 GRAD_SYNC's median is its local overhead only, on a group of this one rank, where the
 function returns at once; its ``bytes`` are the gradients, and `CostProfile.cost` adds the
-ring all-reduce's messages from the link, as for M-TGNN. The whole all-reduce on all ranks is
-timed too (meta ``allreduce``) to check the link model. STEP: one Adam step's median, its
-bytes the packed learner (weights and Adam moments). LOAD is timed with the preparation of
-its inputs (`open_snapshot`: normalised adjacency, targets, negatives; numpy on the host),
-as the runtime's LOAD does both; meta ``snapshots.open_snapshot`` says how much of it that
-is. LOAD's bytes are the median bytes it puts on the device, RNN's the hidden rows it reads
-and writes; AGG, DENSE and BWD move none.
+ring all-reduce's messages from the link on other machines, as for M-TGNN; the whole
+all-reduce on all ranks is timed too and kept as its cost on these ranks (``allreduce``).
+STEP: one Adam step's median, its bytes the packed learner (weights and Adam moments).
+LOAD is timed with the preparation of its inputs (`open_snapshot`: normalised adjacency,
+targets, negatives; numpy on the host), as the runtime's LOAD does both; meta
+``snapshots.open_snapshot`` says how much of it that is. LOAD's bytes are the median bytes
+it puts on the device, RNN's the hidden rows it reads and writes; AGG, DENSE and BWD move
+none.
 
 Shares of the GPU (``compute``, ``memory``): on a CPU a rank runs one op at a time, so they
 stay 1.0. On a GPU, `gpu_shares` estimates an op's memory share from the bytes it touches
 (twice the bytes the caching allocator hands out during the op: each output written once and
 read once) over its time and the peak bandwidth of a large device-to-device copy
-(`copy_bandwidth`), and its compute share as the rest, bounded to (0, 1]. That GPU branch is
+(`device_bandwidth`), and its compute share as the rest, bounded to (0, 1]. That GPU branch is
 a rough estimate and untested here (no GPU where it was written).
 
 Examples
@@ -105,7 +106,7 @@ __all__ = [
     "Fit",
     "SnapshotSamples",
     "check_sequence",
-    "copy_bandwidth",
+    "device_bandwidth",
     "fit_costs",
     "gpu_shares",
     "measure_snapshot_ops",
@@ -332,7 +333,7 @@ def fit_costs(sizes: Sequence[tuple[float, float]], samples: Sequence[Sequence[f
 
 
 # ---- GPU shares (untested: no GPU where this was written) ---------------------------------
-def copy_bandwidth(device: torch.device, size: int = 256 * 2**20, rounds: int = 10) -> float:
+def device_bandwidth(device: torch.device, size: int = 256 * 2**20, rounds: int = 10) -> float:
     """Peak memory bandwidth of `device` in bytes/s: a large tensor copied to another, each
     byte read once and written once (median of `rounds` copies after one)."""
     src = torch.empty(size, dtype=torch.uint8, device=device)
@@ -404,7 +405,7 @@ def snapshot_profile(
         "open_snapshot": median_spread(samples.opened)[0] if samples.opened else 0.0,
     }
     if bandwidth:
-        meta["copy_bandwidth"] = bandwidth
+        meta["device_bandwidth"] = bandwidth
     return CostProfile(
         name=name,
         source="measured",

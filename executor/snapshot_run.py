@@ -102,15 +102,15 @@ def snapshot_rank_main(args: argparse.Namespace) -> None:
     from tgpipe.executor.watchdog import Watchdog, rendezvous
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    pin_rank(args.threads)  # before torch starts threads
     torch.set_num_threads(args.threads)
-    pin_rank(args.threads)
     seq, config, workload, schedule = build_snapshot_run(args, world)
     timeout = datetime.timedelta(seconds=args.timeout)
     store = rendezvous(rank, world, args.timeout)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)
     watchdog = Watchdog(store, rank, world, lost_after=min(10.0, args.timeout)).start()
     try:
-        p2p = dist.new_group(backend="gloo", timeout=timeout)  # hidden-state messages
+        p2p = dist.new_group(backend="gloo", timeout=timeout)  # hidden tables, parts' rows
         members = list(range(schedule.n_ranks))  # every rank creates every group
         sync = dist.new_group(members, backend="gloo", timeout=timeout)
         runner = None

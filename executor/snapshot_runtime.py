@@ -1,4 +1,4 @@
-"""One rank of a snapshot schedule run for real: its lanes as threads, its hidden-state messages.
+"""One rank of a snapshot schedule run for real: its lanes as threads, its messages.
 
 `SnapshotRunner` executes this rank's lanes of a snapshot `Schedule` (`tgpipe.schedules.
 snapshot`) with the ops of `tgpipe.executor.snapshot_model`, the very code that the
@@ -36,7 +36,9 @@ A vertex partition (``parts`` > 1: every rank computes its part of each position
 read, and in BWD the gradients of both, back to their parts. Every message of the epoch is
 known from the sequence alone, so each rank posts a receive for every message it will get
 at the epoch's start (``irecv``; the op that needs it waits on it, outside the compute
-lock). The parts of one position must run on different ranks and every lane must take
+lock). Sizing them means preparing every position there, before the trace's clock starts:
+that time is in the epoch's but in no op's row (a whole-snapshot LOAD prepares its own).
+The parts of one position must run on different ranks and every lane must take
 positions in order: BWD's three rounds wait for the other parts' rounds, which no DAG edge
 shows (`check_runnable`).
 
@@ -72,6 +74,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import datetime
 import queue
 import threading
 import time
@@ -144,10 +147,11 @@ def _check_parts(schedule: Schedule, w: SnapshotWorkload) -> None:
 
 @dataclass(frozen=True)
 class Handover:
-    """The hidden table that RNN(`unit`) starts from, made by RNN(unit - 1) elsewhere."""
+    """The hidden table that RNN(`unit`) starts from, made elsewhere by the RNN of the
+    position before (unit - parts: the same part)."""
 
     unit: int
-    src: tuple[int, str]  #: (rank, lane) of RNN(unit - 1)
+    src: tuple[int, str]  #: (rank, lane) of RNN(unit - parts)
     dst: tuple[int, str]  #: (rank, lane) of RNN(unit)
     ids: np.ndarray  #: sorted vertex ids whose rows travel (all the table holds)
 
@@ -188,7 +192,8 @@ class SnapshotEpoch:
 class SnapshotRunner(LaneThreads):
     """Runs this rank's lanes of a snapshot schedule, one epoch at a time (module doc).
 
-    `p2p`: the process group of hidden-state messages; `sync`: the group of the schedule's
+    `p2p`: the process group of point-to-point messages (hidden tables, a vertex
+    partition's rows); `sync`: the group of the schedule's
     ranks that GRAD_SYNC all-reduces over (None: the default group; without
     torch.distributed, or with one rank, no message is needed)."""
 
@@ -390,7 +395,7 @@ class SnapshotRunner(LaneThreads):
             for kind, q, _, n in self._messages(part):
                 width = self.config.hidden_dim
                 if kind in ("pre", "dpre") and whole.order == "agg_first":
-                    width = model.node_dim or self.config.in_dim
+                    width = model.weight.shape[0]  # X's rows
                 rows = torch.empty(n, width)
                 src = self.unit_rank[t * P + q]
                 work = dist.irecv(rows, src, group=self.p2p, tag=self._tag(kind, t, q, p))
@@ -422,7 +427,7 @@ class SnapshotRunner(LaneThreads):
         for k, q, p, _ in self._messages(part):
             if k == kind:
                 work, rows = self.rows_box.get((k, part.whole.t, q, p), self.abort, self.timeout)
-                work.wait()
+                work.wait(datetime.timedelta(seconds=self.timeout))
                 found[q] = rows.to(self.device)
         return found
 

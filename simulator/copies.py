@@ -4,15 +4,16 @@ A link moves a packed learner (weights and Adam moments) from rank to rank, and 
 simulator charges the link for it; but the ranks copy it too, on the cores that compute
 (`tgpipe.executor.rank` does what this module charges):
 
-- a STEP that takes over the learner from another rank (the group before it stepped
-  elsewhere) first unpacks it: a copy of the packed bytes (STEP's bytes);
+- a STEP that takes over the learner from another rank (no STEP of the group before it ran
+  on this rank) first unpacks it: a copy of the packed bytes (STEP's bytes);
 - a STEP whose result another rank reads (a param edge of the DAG that leaves the rank), or
   any STEP under stale weights (``s_w`` > 0: the batches that read the version run later,
   from a packed copy), packs it: another copy;
-- a rank that computes with a version it did not step itself (``s_w`` > 0, or the step
-  before ran elsewhere) loads that version's weights into a model, once per version: a copy
-  of the weights (GRAD_SYNC's bytes, as many as the gradients), charged to the first batch's
-  MEM_ROOT.
+- a rank that computes with a version it did not step itself (``s_w`` > 0, or no STEP of
+  the group that made it ran here) loads that version's weights into a model, once per
+  version: a copy of the weights (GRAD_SYNC's bytes, as many as the gradients), charged to
+  MEM_ROOT of the version's first batch on the rank (the runtime loads in whichever of that
+  batch's ops computes first: MEM_SUPPORT, where a schedule runs it first).
 
 Each copy costs `CostProfile.copy_time`; a profile without ``copy_bandwidth`` (the built-in
 GPU ones) charges nothing. Data parallel and sequential schedules step on every rank and
@@ -54,21 +55,23 @@ def weight_copies(schedule: Schedule, profile: CostProfile) -> dict[Action, floa
     packed = profile.copy_time(profile.ops["STEP"].bytes)
     weights = profile.copy_time(profile.ops["GRAD_SYNC"].bytes)
     extra: dict[Action, float] = defaultdict(float)
+    stepped = {(rank[a], a.batch // g) for a in place if a.op == "STEP"}  # (rank, group)
     packs = {a for a in place if a.op == "STEP"} if s_w else set()  # stale readers: packed
     for act, needs in preds.items():
         for pred, kind in needs:
             if kind == "param" and rank[pred] != rank[act]:
                 packs.add(Action(*pred))  # for another rank (once, however many read it)
-                if act[0] == "STEP":
-                    extra[Action(*act)] += packed  # the learner taken over: unpacked
     for act in packs:
         extra[act] += packed
+    for act in place:  # the group before stepped on no STEP of this rank: taken over
+        if act.op == "STEP" and act.batch >= g and (rank[act], act.batch // g - 1) not in stepped:
+            extra[act] += packed
     loaded = set()
     for act in sorted((a for a in place if a.op == "MEM_ROOT"), key=lambda a: a.batch):
         b, r = act.batch, rank[act]
-        stepped_here = b < g or rank.get(Action("STEP", b - g)) == r
         version = weight_version(schedule.semantics, b)
-        if (s_w or not stepped_here) and (r, version) not in loaded:
+        own = version == 0 or (r, version - 1) in stepped  # this rank's learner holds it
+        if (s_w or not own) and (r, version) not in loaded:
             loaded.add((r, version))
             extra[act] += weights
     return dict(extra)

@@ -305,13 +305,13 @@ class _Run:
 
     def _slowest_member(self, arrivals: list[float]) -> float:
         """How much later than the last computed arrival a synchronous group starts its
-        all-reduce: each member's work varies run to run by the profile's `jitter` per
-        batch (sigma = jitter * sqrt(batches per member)), and the group waits for its
-        slowest; the members that arrive within 2 sigma of the last compete for slowest,
-        and the expected slowest of k is `expected_max`(k) sigma later than a typical one."""
+        all-reduce: each member (one batch's GRAD_SYNC) comes after work that varies run to
+        run by the profile's `jitter` (sigma), and the group waits for its slowest; the
+        members that arrive within 2 sigma of the last compete for slowest, and the
+        expected slowest of k is `expected_max`(k) sigma later than a typical one."""
         if not self.p.jitter or self.workload is not None:
             return 0.0
-        sigma = self.p.jitter * math.sqrt(self.s.semantics.g / len(arrivals))
+        sigma = self.p.jitter
         last = max(arrivals)
         return expected_max(sum(last - t <= 2 * sigma for t in arrivals)) * sigma
 

@@ -123,6 +123,10 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+#: The snapshot workload's options and their defaults (`add_workload_args`).
+SNAPSHOT_DEFAULTS = {"period": 86400.0, "group": 4}
+
+
 def add_workload_args(p: argparse.ArgumentParser, *, data: bool = False) -> None:
     """--workload and the snapshot workload's --period and --group; with `data`, its own
     --data too (for commands that have no data option of their own)."""
@@ -146,20 +150,17 @@ def add_workload_args(p: argparse.ArgumentParser, *, data: bool = False) -> None
         type=positive_seconds,
         default=None,
         metavar="SECONDS",
-        help="time units per snapshot of a data file (default: 86400, a day of seconds; "
-        "skewed:N and growing:N are snapshots already)",
+        help=f"time units per snapshot of a data file (default: {SNAPSHOT_DEFAULTS['period']:g}, "
+        "a day of seconds; skewed:N and growing:N are snapshots already)",
     )
     g.add_argument(
         "--group",
         type=positive_int,
         default=None,
         metavar="N",
-        help="snapshots per group, the hidden state restarting at each (default: 4)",
+        help="snapshots per group, the hidden state restarting at each (default: "
+        f"{SNAPSHOT_DEFAULTS['group']})",
     )
-
-
-#: The snapshot workload's options and their defaults (`add_workload_args`).
-SNAPSHOT_DEFAULTS = {"period": 86400.0, "group": 4}
 
 
 def resolve_workload(args: argparse.Namespace) -> None:
