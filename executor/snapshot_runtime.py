@@ -435,8 +435,8 @@ class SnapshotRunner(LaneThreads):
         """One op of a part: its inputs waited for outside the compute lock, then the op,
         then what it sends; BWD in its three rounds. Returns the op's (start, end)."""
         part, model, op = self.parts[act.batch], self.learner.model, act.op
-        received = {"AGG": "pre", "BWD": "h"}.get(op)
-        received = self._take_rows(received, part) if received else {}
+        needs = {"AGG": "pre", "BWD": "h"}.get(op)  # rows from the other parts
+        received = self._take_rows(needs, part) if needs else {}
         sent: tuple[str, dict] = ("", {})
         with self._compute:
             start = time.perf_counter()
