@@ -464,13 +464,13 @@ class RankRunner(LaneThreads):
         for m in messages:
             src, a = m.peers[0], m.action
             if m.kind == "memory":
-                n = torch.zeros(1, dtype=torch.int64)
+                n = torch.empty(1, dtype=torch.int64)
                 dist.recv(n, src, group=self.pg_memory, tag=tag(a, 0))
-                nodes = torch.zeros(int(n), dtype=torch.int64)
+                nodes = torch.empty(int(n), dtype=torch.int64)
                 dist.recv(nodes, src, group=self.pg_memory, tag=tag(a, 1))
-                values = torch.zeros(int(n), d + d_mail)
+                values = torch.empty(int(n), d + d_mail)
                 dist.recv(values, src, group=self.pg_memory, tag=tag(a, 2))
-                times = torch.zeros(int(n), 2, dtype=torch.float64)
+                times = torch.empty(int(n), 2, dtype=torch.float64)
                 dist.recv(times, src, group=self.pg_memory, tag=tag(a, 3))
                 mem, mail = values.split([d, d_mail], dim=1)
                 rows = MemoryRows(mem, times[:, 0].clone(), mail, times[:, 1].clone())
@@ -479,7 +479,7 @@ class RankRunner(LaneThreads):
                 if self.progress:
                     self.progress.update()
             else:
-                packed = torch.zeros(size)
+                packed = torch.empty(size)
                 dist.recv(packed, src, group=self.pg_weights, tag=tag(a))
                 self.versions.put(a.batch // self.semantics.g + 1, packed.to(self.stream.device))
             if self.abort.is_set():
