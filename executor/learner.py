@@ -78,6 +78,10 @@ class Learner:
         parts.append(torch.tensor([float(self.steps)], device=self.params[0].device))
         return torch.cat(parts)
 
+    def packed_size(self) -> int:
+        """Numbers in `pack`'s tensor (what a receiver allocates), without packing."""
+        return 3 * sum(p.numel() for p in self.params) + 1
+
     def unpack(self, flat: torch.Tensor) -> None:
         """Become the learner that `pack` described."""
         sizes = [p.numel() for p in self.params] * 3 + [1]

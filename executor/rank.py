@@ -460,7 +460,7 @@ class RankRunner(LaneThreads):
 
     def _receive(self, messages: list[Message]) -> None:
         d, d_mail = self.store.dim, self.store.mail_dim
-        size = self.learner.pack().numel()
+        size = self.learner.packed_size()
         for m in messages:
             src, a = m.peers[0], m.action
             if m.kind == "memory":

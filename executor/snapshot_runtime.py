@@ -306,16 +306,20 @@ class SnapshotRunner(LaneThreads):
         """The unit's state, prepared by its first op, LOAD, in LOAD's time (as profiled)."""
         with self.states_lock:
             if unit not in self.states:
-                self.states[unit] = open_snapshot(
-                    self.seq,
-                    self.w.position(unit),
-                    group_size=self.w.group,
-                    epoch=self.epoch,
-                    seed=self.seed,
-                    order=self.w.order(unit),
-                    device=self.device,
-                )
+                self.states[unit] = self._open(unit)
             return self.states[unit]
+
+    def _open(self, unit: int) -> SnapshotState:
+        """The state of `unit`'s whole position before any op, in this epoch."""
+        return open_snapshot(
+            self.seq,
+            self.w.position(unit),
+            group_size=self.w.group,
+            epoch=self.epoch,
+            seed=self.seed,
+            order=self.w.order(unit),
+            device=self.device,
+        )
 
     def _run_op(self, lane: str, act: Action) -> None:
         op, unit, model = act.op, act.batch, self.learner.model
@@ -382,15 +386,7 @@ class SnapshotRunner(LaneThreads):
         P, model, found = self.w.parts, self.learner.model, {}
         for unit in self.my_units:
             t, p = divmod(unit, P)
-            whole = open_snapshot(
-                self.seq,
-                t,
-                group_size=self.w.group,
-                epoch=self.epoch,
-                seed=self.seed,
-                order=self.w.order(unit),
-                device=self.device,
-            )
+            whole = self._open(unit)
             part = found[unit] = PartState(whole, PartPlan.of(whole, P), p)
             for kind, q, _, n in self._messages(part):
                 width = self.config.hidden_dim

@@ -202,6 +202,7 @@ def test_learner_pack_round_trip_continues_identically():
     a.step(grads)
     b.step(grads)
     assert torch.equal(a.pack(), b.pack()) and b.steps == 2
+    assert a.packed_size() == a.pack().numel()
     fresh = Learner(build_model(SMALL, seed=0), lr=0.01)
     fresh.unpack(Learner(build_model(SMALL, seed=0), lr=0.01).pack())
     assert fresh.steps == 0 and not fresh.optimizer.state
