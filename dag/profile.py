@@ -15,10 +15,10 @@ bandwidth it uses alone, ``compute`` and ``memory``, which decide how two ops ru
 once on one GPU slow each other, see `tgpipe.simulator.contention`).
 
 ``copy_bandwidth`` (optional; bytes per second) is how fast a rank copies its own memory:
-what a weight ring costs the ranks besides the link, since each step that takes over the
-learner from another rank unpacks it, packs it again for the next, and each rank loads the
-weights of a version it did not step itself into a model (`copy_time`). Absent or 0: such
-copies are free (the built-in GPU profiles: device copies, small beside the ops).
+what stale weights may cost the ranks besides the link, where a rank copies a learner or
+loads a version's weights into a model (`tgpipe.executor.weight_plan`; the PipeTGL ring
+copies nothing) (`copy_time`). Absent or 0: such copies are free (the built-in GPU
+profiles: device copies, small beside the ops).
 
 ``allreduce`` (optional; ranks -> seconds) is GRAD_SYNC's whole all-reduce as measured on
 that many ranks of one machine (`tgpipe profile`): where it is known, `cost` takes it
@@ -183,12 +183,17 @@ class CostProfile:
 
         Same rank: nothing moves. A ``memory`` edge with the ``host`` memory backend between
         ranks of one machine passes only a token (latency): the rows already sit in shared
-        host memory. Every other cross-rank edge sends its bytes over the link.
+        host memory. There, on CPU ranks with a copy bandwidth, a ``param`` edge (a packed
+        learner) is copied into shared memory and out again (`tgpipe.executor.shared_weights`):
+        latency and two copies. Every other cross-rank edge sends its bytes over the link.
         """
         if same_rank:
             return 0.0
-        if kind == "memory" and memory == "host" and same_machine:
-            nbytes = 0
+        if memory == "host" and same_machine:
+            if kind == "memory":
+                nbytes = 0
+            elif kind == "param" and self.compute == "cpu" and self.copy_bandwidth:
+                return self.intra.latency + 2 * self.copy_time(nbytes)
         return self.transfer_time(nbytes, inter=not same_machine)
 
     # ---- JSON ---------------------------------------------------------------------------------

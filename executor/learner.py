@@ -3,8 +3,13 @@
 A `Learner` owns a model and its Adam state and counts its steps. Gradients come from
 outside as a list (one tensor per parameter, in ``model.parameters()`` order), because with
 stale weights they were computed on another copy of the weights, on this rank or another.
-`pack` and `unpack` turn the whole learner (weights, Adam moments, step count) into one flat
-tensor and back, for a ring that sends the weights with their optimizer state.
+
+The whole learner lives in one flat float32 tensor, `flat`: the weights, the Adam moments
+and the step count, in `pack`'s layout. The model's parameters and the moments are views
+into it, and Adam steps the weights as one tensor. So `pack` is one copy, `unpack` one copy
+into place, and `adopt` none: a ring that receives a packed learner makes it the learner's
+storage as it is, and the storage it leaves behind stays what it was, for whoever still
+sends or reads it (`tgpipe.executor.versions.WeightPlan` says when that is safe).
 
 Examples
 --------
@@ -15,6 +20,10 @@ Examples
 >>> b.unpack(a.pack())
 >>> b.steps, bool(torch.equal(a.pack(), b.pack()))
 (1, True)
+>>> packed = a.pack()
+>>> b.adopt(packed)
+>>> b.flat is packed
+True
 """
 
 from __future__ import annotations
@@ -46,58 +55,67 @@ def load_weights(model: nn.Module, flat: torch.Tensor) -> None:
 
 
 class Learner:
-    """A model, its Adam optimizer and the number of steps taken."""
+    """A model, its Adam optimizer and the number of steps taken, in one flat tensor."""
 
     def __init__(self, model: nn.Module, lr: float = 1e-4):
         self.model = model
         self.params = list(model.parameters())
-        self.optimizer = torch.optim.Adam(self.params, lr=lr)
-        self.steps = 0
+        self._sizes = [p.numel() for p in self.params]
+        n = sum(self._sizes)
+        device = self.params[0].device
+        flat = torch.zeros(3 * n + 1, device=device)
+        flat[:n] = torch.cat([p.detach().reshape(-1) for p in self.params])
+        self.weights = nn.Parameter(flat[:n])  #: what Adam steps: all parameters at once
+        self.optimizer = torch.optim.Adam([self.weights], lr=lr)
+        self._grad = torch.empty(n, device=device)  #: the gradients, flat, for Adam
+        self.adopt(flat)
+
+    @property
+    def steps(self) -> int:
+        return int(self._step.item())
+
+    def _check(self, flat: torch.Tensor) -> None:
+        if flat.numel() != self.packed_size():
+            raise ValueError(
+                f"packed learner has {flat.numel()} numbers, expected {self.packed_size()}"
+            )
+
+    def adopt(self, flat: torch.Tensor) -> None:
+        """Become the packed learner `flat` by using it as this learner's storage (no copy):
+        from now on `step` changes `flat`, and the storage this learner had is left as it
+        was."""
+        self._check(flat)
+        n = len(self.weights)
+        self.flat = flat
+        with torch.no_grad():
+            self.weights.data = flat[:n]
+            for p, chunk in zip(self.params, flat[:n].split(self._sizes), strict=True):
+                p.data = chunk.view_as(p)
+        self._step = flat[-1:]
+        self.optimizer.state[self.weights] = {
+            "step": torch.tensor(float(flat[-1])),
+            "exp_avg": flat[n : 2 * n],
+            "exp_avg_sq": flat[2 * n : 3 * n],
+        }
 
     def step(self, grads: list[torch.Tensor]) -> None:
         """One Adam step with these gradients."""
-        for p, grad in zip(self.params, grads, strict=True):
-            p.grad = grad.to(p.device)
+        torch.cat([g.reshape(-1).to(self._grad.device) for g in grads], out=self._grad)
+        self.weights.grad = self._grad
         self.optimizer.step()
-        for p in self.params:
-            p.grad = None
-        self.steps += 1
-
-    def _moments(self) -> list[torch.Tensor]:
-        out = []
-        for key in ("exp_avg", "exp_avg_sq"):
-            for p in self.params:
-                state = self.optimizer.state.get(p)
-                out.append(state[key] if state else torch.zeros_like(p))
-        return out
+        self.weights.grad = None
+        self._step.add_(1)
 
     def pack(self) -> torch.Tensor:
-        """Weights, Adam moments and step count as one flat float32 tensor."""
-        parts = [p.detach().reshape(-1) for p in self.params]
-        parts += [m.reshape(-1) for m in self._moments()]
-        parts.append(torch.tensor([float(self.steps)], device=self.params[0].device))
-        return torch.cat(parts)
+        """Weights, Adam moments and step count as one flat float32 tensor (a copy)."""
+        return self.flat.clone()
 
     def packed_size(self) -> int:
         """Numbers in `pack`'s tensor (what a receiver allocates), without packing."""
-        return 3 * sum(p.numel() for p in self.params) + 1
+        return 3 * sum(self._sizes) + 1
 
     def unpack(self, flat: torch.Tensor) -> None:
-        """Become the learner that `pack` described."""
-        sizes = [p.numel() for p in self.params] * 3 + [1]
-        if flat.numel() != sum(sizes):
-            raise ValueError(f"packed learner has {flat.numel()} numbers, expected {sum(sizes)}")
-        chunks = list(flat.split(sizes))
-        n = len(self.params)
-        self.steps = int(chunks[-1].item())
-        with torch.no_grad():
-            for i, p in enumerate(self.params):
-                p.copy_(chunks[i].view_as(p))
-                if self.steps:
-                    self.optimizer.state[p] = {
-                        "step": torch.tensor(float(self.steps)),
-                        "exp_avg": chunks[n + i].view_as(p).clone(),
-                        "exp_avg_sq": chunks[2 * n + i].view_as(p).clone(),
-                    }
-                else:
-                    self.optimizer.state.pop(p, None)
+        """Become the learner that `pack` described (a copy into this learner's storage)."""
+        self._check(flat)
+        self.flat.copy_(flat)
+        self.optimizer.state[self.weights]["step"].fill_(float(flat[-1]))

@@ -172,7 +172,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         "on these ranks (elsewhere its messages are costed from the link). "
         "batch_scale: each training batch's ops over the sum of their medians "
         "(1 where unmeasured). copy_bandwidth: packing and unpacking the learner "
-        "(what a weight ring copies), median of as many rounds. jitter: the standard "
+        "(what stale weights may copy), median of as many rounds. jitter: the standard "
         "deviation of a batch's ops between the ranks (and epochs) that ran it. "
         f"Links: intra, {links['intra'][1]['how']}; inter, {links['inter'][1]['how']}."
     )
@@ -270,7 +270,7 @@ def _print_tail(profile, links, path: str) -> None:
             + (" (the profile keeps the measurement)" if profile.allreduce else "")
         )
     if profile.copy_bandwidth:
-        print(f"copies (a weight ring's pack and unpack): {profile.copy_bandwidth / 1e9:.2f} GB/s")
+        print(f"copies (a learner copied or loaded): {profile.copy_bandwidth / 1e9:.2f} GB/s")
     if profile.jitter:
         print(f"jitter of one batch's ops, rank to rank: {profile.jitter * 1e3:.3f} ms")
     print(f"wrote profile {path}")

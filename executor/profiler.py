@@ -21,9 +21,9 @@ messages from the link. The whole all-reduce on all ranks is timed too (`time_al
 the profile keeps it as the all-reduce's cost on these ranks (``allreduce``), and in meta
 beside what the link model predicts.
 
-The copy bandwidth (`copy_rate`) is the learner packed and unpacked again, as a weight ring
-does at each step it takes over, timed after the ops from cold caches: what the ring costs
-the ranks themselves, beside the link.
+The copy bandwidth (`copy_rate`) is the learner packed and unpacked again, timed after the
+ops from cold caches: what a rank pays where it copies weights (`tgpipe.executor.weight_plan`),
+beside the link.
 
 A link is measured by ping-pong: the leader sends a message, the peer sends it back. The
 latency is half the median round trip of small messages; the bandwidth is what makes
@@ -239,9 +239,9 @@ FLUSH_BYTES = 64 * 2**20
 
 
 def copy_rate(learner: Learner, now: Callable[[], float], repeat: int) -> float:
-    """Bytes per second of what a weight ring does to a learner: `Learner.pack` then
-    `Learner.unpack` (two copies of the packed bytes), median over `repeat` rounds, each
-    from cold caches (in a ring the packed learner comes from another process)."""
+    """Bytes per second of copying a learner: `Learner.pack` then `Learner.unpack` (two
+    copies of the packed bytes), median over `repeat` rounds, each from cold caches (a
+    copied learner mostly comes from another process)."""
     flush = torch.empty(FLUSH_BYTES // 4, device=learner.params[0].device)
     rounds = []
     for _ in range(max(repeat, 3)):

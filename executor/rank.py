@@ -42,8 +42,10 @@ from tgpipe.executor.ops import (
 )
 from tgpipe.executor.runtime import Message, Program, memory_readers, tag
 from tgpipe.executor.shared_store import SharedStore, ring_depth
+from tgpipe.executor.shared_weights import SharedSlots
 from tgpipe.executor.stream import Stream
 from tgpipe.executor.versions import memory_version, weight_version
+from tgpipe.executor.weight_plan import MODEL_OPS, WeightPlan
 from tgpipe.progress import Progress
 from tgpipe.schedules.ir import Action, Schedule
 from tgpipe.trace import TraceRow
@@ -51,9 +53,6 @@ from tgpipe.trace import TraceRow
 __all__ = ["Aborted", "RankRunner"]
 
 _READS = ("MEM_FETCH", "MEM_SUPPORT")
-#: Ops that compute with a model holding their batch's weight version (`_compute_model`):
-#: the DAG's weight readers and BWD, which differentiates FWD's graph.
-_MODEL_OPS = ("MEM_ROOT", "MEM_SUPPORT", "FWD", "BWD")
 
 
 class _Store(MemoryStore):
@@ -117,9 +116,12 @@ class RankRunner(LaneThreads):
         groups: dict[tuple[int, ...], object],
         timeout: float = 300.0,
         shared_memory: int | None = None,
+        shared_weights: int | None = None,
     ):
         """`shared_memory`: a descriptor of the machine's shared store file (see
-        `tgpipe.executor.shared_store.open_run_file`); None: keep a replica, rows travel."""
+        `tgpipe.executor.shared_store.open_run_file`); None: keep a replica, rows travel.
+        `shared_weights`: one of the machine's learner slots (`SharedSlots`), which weight
+        messages then go through; None: they travel over gloo."""
         self.rank, self.schedule, self.program, self.stream = rank, schedule, program, stream
         self.semantics: Semantics = schedule.semantics
         self.config, self.timeout = config, timeout
@@ -145,12 +147,16 @@ class RankRunner(LaneThreads):
         self._compute = compute_guard(stream.device)
         self._models: dict[int, TGN] = {}  #: weight version -> a model holding it
         self._spare: list[TGN] = []  #: models of versions no batch needs any more
-        self.sends_weights = {
-            m.action.batch
-            for steps in program.lanes.values()
-            for m in steps
-            if isinstance(m, Message) and m.kind == "weights"
-        }
+        self.plan = WeightPlan.of(schedule)  #: which weights are copied, which are not
+        self.slots = None
+        if shared_weights is not None:
+            self.slots = SharedSlots(
+                shared_weights,
+                size=self.learner.packed_size(),
+                world=schedule.n_ranks,
+                rank=rank,
+                timeout=timeout,
+            )
 
     def _new_model(self) -> TGN:
         s = self.stream
@@ -202,9 +208,13 @@ class RankRunner(LaneThreads):
         # The runner's own long-lived bookkeeping (the DAG's predecessors, events, states)
         # made every full garbage collection long, and the ops that allocate most (FWD)
         # paid for it: ~12 % of a batch. Frozen for the segment, it is left out of them.
-        gc.collect()
+        # Only the young generations are collected first: a full collection of a process
+        # that holds torch takes 0.1-0.15 s here (`tgpipe run` makes one between epochs).
+        gc.collect(1)
         gc.freeze()
         self.abort = self.store.abort = threading.Event()
+        if self.slots is not None:
+            self.slots.abort = self.abort
         self.errors: list[BaseException] = []
         self.outgoing: queue.Queue = queue.Queue()
 
@@ -312,7 +322,7 @@ class RankRunner(LaneThreads):
             ready = self._ready(act.op, state)  # waits are not the op's time
             with self._compute if act.op != "GRAD_SYNC" else contextlib.nullcontext():
                 start = time.perf_counter()
-                if act.op in _MODEL_OPS:  # loading a version's weights is its work (as simulated)
+                if act.op in MODEL_OPS:  # loading a version's weights is its work (as simulated)
                     ready = self._compute_model(state.batch)
                 self._run_op(act.op, state, ready)
                 end = time.perf_counter()
@@ -355,11 +365,16 @@ class RankRunner(LaneThreads):
             self.store.prune(memory_version(self.semantics, oldest))
 
     def _compute_model(self, batch: int) -> TGN:
-        """A model holding the weights `batch` computes with: the learner's own where it
-        holds them and no stale reader exists (s_w = 0: nothing steps it before this
-        group's batches are done), else a pooled copy filled from the packed version."""
+        """A model holding the weights `batch` computes with: the learner's own where the
+        plan says nothing steps it first (`WeightPlan`), else a pooled copy filled from the
+        packed version."""
         version = weight_version(self.semantics, batch)
-        if not self._needs_copy(version):
+        if batch not in self.plan.loads:
+            if self.learner_version != version:  # pragma: no cover - a WeightPlan bug
+                raise RuntimeError(
+                    f"batch {batch} needs weights {version}, the learner holds "
+                    f"{self.learner_version}"
+                )
             return self.learner.model
         model = self._models.get(version)
         if model is None:
@@ -373,10 +388,6 @@ class RankRunner(LaneThreads):
             self._models[version] = model
         return model
 
-    def _needs_copy(self, version: int) -> bool:
-        """Whether a batch of weight `version` computes with a copy (`_compute_model`)."""
-        return bool(self.semantics.s_w) or version != self.learner_version
-
     def _ready(self, op: str, state: BatchState):
         """Wait until what `op` reads from other lanes and ranks is there: the memory
         version, the packed weights it computes with (loaded in the op's own time, by
@@ -386,15 +397,15 @@ class RankRunner(LaneThreads):
             self.store.wait_version(state.mem_version, self.abort)
         if op == "MEM_WRITE":
             self.store.wait_writable(state.batch, self.abort, self.timeout)
-        if op in _MODEL_OPS:
-            version = weight_version(self.semantics, state.batch)
-            if self._needs_copy(version):
+        if op in MODEL_OPS:
+            if state.batch in self.plan.loads:
+                version = weight_version(self.semantics, state.batch)
                 self.versions.get(version, self.abort, self.timeout)
             return None
-        if op == "STEP":
+        if op == "STEP" and state.batch in self.plan.takeovers:
             done = state.batch // self.semantics.g  # steps taken before this one
-            if self.learner_version != done:
-                return self.versions.get(done, self.abort, self.timeout)
+            adopt = state.batch in self.plan.adopted  # no load of this rank reads it later
+            return self.versions.get(done, self.abort, self.timeout, take=adopt)
         return None
 
     def _run_op(self, op: str, state: BatchState, ready) -> None:
@@ -423,12 +434,13 @@ class RankRunner(LaneThreads):
             if len(self.program.groups[grp]) > 1:  # a short last group may have one batch
                 grad_sync(state, self.pg_group[grp])
         elif op == "STEP":
-            if ready is not None:
-                self.learner.unpack(ready)
+            if ready is not None:  # taken over: a new storage, the old one stays as it was
+                self.learner.adopt(ready if b in self.plan.adopted else ready.clone())
             step(self.learner, state.grads)
             self.learner_version = done = b // self.semantics.g + 1
-            if self.semantics.s_w or b in self.sends_weights:  # someone reads this version
-                self.versions.put(done, self.learner.pack())
+            if b in self.plan.puts:  # someone reads this version
+                shared = b in self.plan.shared  # the learner changes storage before it steps
+                self.versions.put(done, self.learner.flat if shared else self.learner.pack())
             self.versions.prune(done - self.semantics.s_w - 1)
         else:  # pragma: no cover - the catalog has no other op
             raise RuntimeError(f"no op {op}")
@@ -449,6 +461,12 @@ class RankRunner(LaneThreads):
     def _sender(self) -> None:
         while (item := self.outgoing.get()) is not None:
             m, parts = item
+            if m.kind == "weights" and self.slots is not None:
+                version = m.action.batch // self.semantics.g + 1
+                self.slots.publish(
+                    epoch=self.epoch, version=version, packed=parts[0], peers=m.peers
+                )
+                continue
             group = self.pg_memory if m.kind == "memory" else self.pg_weights
             works = [
                 dist.isend(t, dst, group=group, tag=tag(m.action, k))
@@ -479,9 +497,13 @@ class RankRunner(LaneThreads):
                 if self.progress:
                     self.progress.update()
             else:
-                packed = torch.empty(size)
-                dist.recv(packed, src, group=self.pg_weights, tag=tag(a))
-                self.versions.put(a.batch // self.semantics.g + 1, packed.to(self.stream.device))
+                version = a.batch // self.semantics.g + 1
+                if self.slots is not None:
+                    packed = self.slots.take(epoch=self.epoch, version=version, sender=src)
+                else:
+                    packed = torch.empty(size)
+                    dist.recv(packed, src, group=self.pg_weights, tag=tag(a))
+                self.versions.put(version, packed.to(self.stream.device))
             if self.abort.is_set():
                 raise Aborted()
 

@@ -17,6 +17,10 @@ message; the cross-rank edges of the DAG become messages:
   weights a stale batch computes with) is followed by a send of the packed learner (weights,
   Adam moments, step count), so a ring is exactly "sequential steps with stale gradients".
   The receiver files it under its version; a step or a weight reader waits for its version.
+  With the ``shared`` backend the packed learner goes through shared host memory instead of
+  gloo (`tgpipe.executor.shared_weights`: a copy in, a copy out, where a TCP transfer on
+  loopback cost both cores more), and a rank copies weights of its own only where
+  `tgpipe.executor.weight_plan` says it must (in a ring, never).
 - *group*: GRAD_SYNC is an all-reduce over the ranks of its synchronous group.
 
 **Running.** Each lane is a thread that walks its steps in order. An op waits for its DAG

@@ -78,14 +78,15 @@ def shared_folder() -> str:
     return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
 
-def open_run_file(kv, rank: int, barrier: Callable[[], None]) -> int:
-    """A descriptor of the run's store file, in every rank that calls it (all do): rank 0
-    makes the file and tells the others its name through `kv` (the run's key-value store);
-    once every rank has it open (`barrier`), rank 0 removes the name, so that nothing is
-    left behind however the run ends. The first `SharedStore` on it sizes it."""
-    key = f"tgpipe/shared-memory/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}"
+def open_run_file(kv, rank: int, barrier: Callable[[], None], what: str = "memory") -> int:
+    """A descriptor of the run's shared file for `what` (the store's ``memory``, or
+    ``weights``), in every rank that calls it (all do): rank 0 makes the file and tells the
+    others its name through `kv` (the run's key-value store); once every rank has it open
+    (`barrier`), rank 0 removes the name, so that nothing is left behind however the run
+    ends. The first `SharedStore` (or `SharedSlots`) on it sizes it."""
+    key = f"tgpipe/shared-{what}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}"
     if rank == 0:
-        fd, path = tempfile.mkstemp(prefix="tgpipe-memory-", dir=shared_folder())
+        fd, path = tempfile.mkstemp(prefix=f"tgpipe-{what}-", dir=shared_folder())
         kv.set(key, path)
     else:
         path = kv.get(key).decode()

@@ -18,7 +18,7 @@ arrive together: `_slowest_member`), then all hold their ports for the all-reduc
 
 Costs: a job costs its op's cost in the profile, times its batch's measured scale where the
 profile has one (`CostProfile.batch_cost`: batches differ, and a synchronous group waits for
-its slowest), plus the copies a weight ring makes its ranks do where the profile has a copy
+its slowest), plus the weight copies a schedule makes its ranks do where the profile has a copy
 bandwidth (`tgpipe.simulator.copies`); a snapshot epoch's job costs what its snapshot's size says
 (`SnapshotWorkload.cost`), and its GPU jobs run on the rank's `SharedDevice`, where the two
 worker lanes ``gpu`` and ``gpu2`` slow each other only where they compete. A replay gives

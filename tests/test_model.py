@@ -205,7 +205,30 @@ def test_learner_pack_round_trip_continues_identically():
     assert a.packed_size() == a.pack().numel()
     fresh = Learner(build_model(SMALL, seed=0), lr=0.01)
     fresh.unpack(Learner(build_model(SMALL, seed=0), lr=0.01).pack())
-    assert fresh.steps == 0 and not fresh.optimizer.state
+    assert fresh.steps == 0
+
+
+def test_learner_steps_as_adam_per_parameter_and_adopts_without_copying():
+    """The learner's one flat Adam equals torch's Adam over the model's parameters; a
+    learner that adopts a packed tensor steps it in place and leaves its old storage as
+    it was (what a ring hands on)."""
+    a = Learner(build_model(SMALL, seed=0), lr=0.01)
+    model = build_model(SMALL, seed=0)
+    adam = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in a.params]
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.grad = g
+        adam.step()
+        a.step(grads)
+    for p, q in zip(model.parameters(), a.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    old, handed = a.flat, a.pack()
+    kept = old.clone()
+    a.adopt(handed)
+    a.step(grads)
+    assert a.flat is handed and torch.equal(old, kept) and not torch.equal(handed, kept)
+    assert a.steps == 4 and a.params[0].data_ptr() == handed.data_ptr()
 
 
 def test_bwd_gives_one_gradient_per_parameter(random_graph):

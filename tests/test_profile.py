@@ -44,6 +44,9 @@ def test_edge_delay_rules(hand):
     assert p.edge_delay("memory", 100, False, True, "rows") == 1.5
     assert p.edge_delay("memory", 100, False, False, "host") == 11.0
     assert p.edge_delay("param", 100, False, True) == 1.5
+    cpu = dataclasses.replace(p, compute="cpu", copy_bandwidth=200.0)  # shared slots: 2 copies
+    assert cpu.edge_delay("param", 100, False, True, "host") == 0.5 + 2 * 0.5
+    assert cpu.edge_delay("param", 100, False, True, "rows") == 1.5
 
 
 def _bad(tmp_path, mutate):

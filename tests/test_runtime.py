@@ -14,12 +14,14 @@ import pytest
 import torch
 
 from tgpipe.dag.profile import load_profile
+from tgpipe.dag.semantics import Semantics
 from tgpipe.executor.data import load_dataset
 from tgpipe.executor.launch import free_port
 from tgpipe.executor.reference import train
 from tgpipe.executor.runtime import lower
 from tgpipe.executor.stream import TRAIN, Stream
-from tgpipe.schedules.families import family
+from tgpipe.executor.weight_plan import WeightPlan
+from tgpipe.schedules.families import family, pipeline
 
 EVENTS, BATCH = 3000, 300
 TOLERANCE = 1e-5
@@ -48,12 +50,22 @@ def _args(data, schedule, dump, epochs=1, memory="auto"):
     ]
 
 
+def _batches(data) -> tuple[object, int]:
+    graph = load_dataset(data).slice(0, EVENTS)
+    return graph, Stream(graph, BATCH).n_batches(TRAIN)
+
+
 def _check(data, name, ranks, dump, epochs=1):
     """Every rank that ran a batch ends where the reference trainer ends."""
-    graph = load_dataset(data).slice(0, EVENTS)
-    n = Stream(graph, BATCH).n_batches(TRAIN)
+    _, n = _batches(data)
     options = {"k": 2} if name == "mspipe" else {}
-    schedule = family(name, load_profile("gpu-illustrative"), ranks, n, **options)
+    _check_schedule(
+        data, family(name, load_profile("gpu-illustrative"), ranks, n, **options), dump, epochs
+    )
+
+
+def _check_schedule(data, schedule, dump, epochs=1):
+    graph, n = _batches(data)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the ranks run one thread each: the same sums in the same order
     try:
@@ -105,6 +117,25 @@ def test_two_ranks_equal_the_reference(wikipedia_csv, tmp_path, name, epochs, me
     assert f"epoch {epochs - 1}:" in run.stdout
     assert f"memory {'shared' if memory == 'auto' else memory}" in run.stdout  # one machine
     _check(wikipedia_csv, name, 1 if name == "sequential" else 2, dump, epochs)
+
+
+@pytest.mark.parametrize("ranks, s_w", [(2, 2), (1, 1)])
+def test_weight_copies_equal_the_reference(wikipedia_csv, tmp_path, ranks, s_w):
+    """Schedules whose ranks copy weights (`WeightPlan`): on 2 ranks with s_w = 2 a batch
+    computes with a version its rank did not make (a load) and a STEP takes over a learner
+    that a load still reads (a copy); on 1 rank with s_w = 1 a STEP keeps its result while
+    the next STEP changes the learner in place (a copy). The ring adopts and shares."""
+    _, n = _batches(wikipedia_csv)
+    schedule = pipeline(load_profile("gpu-illustrative"), ranks, n, Semantics(0, s_w, 1))
+    plan = WeightPlan.of(schedule)
+    copied = plan.takeovers - plan.adopted if ranks == 2 else plan.puts - plan.shared
+    assert plan.loads and copied
+    path, dump = tmp_path / "s.txt", tmp_path / "state"
+    schedule.save(path)
+    cmd = [sys.executable, "-m", "tgpipe", *_args(wikipedia_csv, str(path), dump, 2)]
+    run = subprocess.run([*cmd, "--nproc", str(ranks)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    _check_schedule(wikipedia_csv, schedule, dump, epochs=2)
 
 
 def test_two_machines_on_loopback_equal_the_reference(wikipedia_csv, tmp_path):

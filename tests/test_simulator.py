@@ -5,8 +5,10 @@ from collections import defaultdict
 import pytest
 
 from tgpipe.dag import OPS, build_dag, lower_bound
+from tgpipe.dag.semantics import Semantics
 from tgpipe.metrics import metrics
 from tgpipe.schedules import Action, Schedule, family, requirements
+from tgpipe.schedules.families import pipeline
 from tgpipe.simulator import Deadlock, simulate
 from tgpipe.simulator.sim import expected_max
 
@@ -140,23 +142,24 @@ def test_period_never_beats_the_lower_bound(hand, seed):
     assert m.period >= bound * (1 - 1e-9)
 
 
-def test_a_weight_ring_charges_its_copies_and_data_parallel_none(hand):
-    """With a copy bandwidth, a ring's STEP unpacks and packs the learner at every batch (2
-    copies of STEP's bytes) and each rank loads each version's weights once: on GPU-bound
-    ranks each batch's period grows by its copies over the 2 ranks; data parallel copies
-    nothing."""
+def test_weight_copies_are_charged_where_the_runtime_makes_them(hand):
+    """With a copy bandwidth, a 2-rank ring with s_w = 2 copies at each STEP the learner it
+    takes over (a load of its rank still reads it) and loads each version's weights once per
+    rank (`WeightPlan`): on GPU-bound ranks each batch's period grows by its copies over the
+    2 ranks. The PipeTGL ring and data parallel copy nothing."""
     base = hand(GPU_HEAVY | {"STEP": 1e-3}, {"STEP": 3_000_000, "GRAD_SYNC": 1_000_000})
     copies = dataclasses.replace(base, copy_bandwidth=1e9)  # 3 ms per packed learner
-    ring = family("pipetgl", base, 2, 40)
-    plain, copied = (simulate(ring, p) for p in (base, copies))
+    lagged = pipeline(base, 2, 40, Semantics(0, 2, 1))
+    plain, copied = (simulate(lagged, p) for p in (base, copies))
     steps = {r.batch: r.end - r.start for r in copied.rows if r.op == "STEP"}
-    assert steps[0] == pytest.approx(1e-3 + 3e-3)  # packed only: nothing to take over
-    assert steps[5] == pytest.approx(1e-3 + 6e-3)  # unpacked, stepped, packed
+    assert steps[0] == pytest.approx(1e-3)  # its own learner, kept as it is
+    assert steps[5] == pytest.approx(1e-3 + 3e-3)  # taken over, copied, stepped
     roots = [r.end - r.start for r in copied.rows if r.op == "MEM_ROOT"]
     assert roots[5] == pytest.approx(base.cost("MEM_ROOT") + 1e-3)  # its version's weights
-    assert metrics(copied).period == pytest.approx(metrics(plain).period + 7e-3 / 2, rel=1e-3)
-    dp = family("data_parallel", base, 2, 40)
-    assert simulate(dp, copies).rows == simulate(dp, base).rows
+    assert metrics(copied).period == pytest.approx(metrics(plain).period + 4e-3 / 2, rel=1e-3)
+    for name in ("pipetgl", "data_parallel"):
+        schedule = family(name, base, 2, 40)
+        assert simulate(schedule, copies).rows == simulate(schedule, base).rows
 
 
 def test_a_synchronous_group_waits_for_its_expected_slowest_member(hand):
