@@ -9,9 +9,11 @@ Every schedule runs the same data, batch size, epochs and one torch thread per r
 rounds interleave the schedules (round 1: all, round 2: all...) so that the machine's drift
 touches them alike, and the table gives the median events/s of the rounds, its ratio to
 sequential, and the test AP of the last round (the schedules differ in staleness, so their
-accuracy may differ too). ``--memory`` names the node memory backends to run each schedule
-with (`tgpipe run --memory`; default: auto, shared host memory on one machine); with two or
-more, the rounds interleave them too and the table has a row per schedule and backend.
+accuracy may differ too); a last line gives the PipeTGL ring's speed over data parallel's in
+each round, the pair that ran closest in time. ``--memory`` names the node memory backends
+to run each schedule with (`tgpipe run --memory`; default: auto, shared host memory on one
+machine); with two or more, the rounds interleave them too and the table has a row per
+schedule and backend.
 """
 
 from __future__ import annotations
@@ -78,6 +80,13 @@ def main() -> None:
         print(
             f"{rec['schedule']:<18}{m:>7}{rec['ranks']:>6}{sem:>15}{speed:>11,.0f}"
             f"{speed / base:>7.2f}{rec['epochs'][-1]['test_ap']:>9.4f}"
+        )
+    for m in args.memory.split(","):  # neighbours in a round: the drift between them is least
+        ring, dp = speeds["pipetgl", m], speeds["data_parallel", m]
+        ratios = [a / b for a, b in zip(ring, dp, strict=True)]
+        print(
+            f"pipetgl / data_parallel --memory {m}, round by round: "
+            f"{' '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})"
         )
 
 

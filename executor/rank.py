@@ -461,12 +461,12 @@ class RankRunner(LaneThreads):
     def _sender(self) -> None:
         while (item := self.outgoing.get()) is not None:
             m, parts = item
-            if m.kind == "weights" and self.slots is not None:
+            if m.kind == "weights" and self.slots is not None:  # the bytes in shared memory,
                 version = m.action.batch // self.semantics.g + 1
                 self.slots.publish(
                     epoch=self.epoch, version=version, packed=parts[0], peers=m.peers
                 )
-                continue
+                parts = [torch.tensor([version])]  # a token over gloo: the peer blocks on it
             group = self.pg_memory if m.kind == "memory" else self.pg_weights
             works = [
                 dist.isend(t, dst, group=group, tag=tag(m.action, k))
@@ -498,7 +498,10 @@ class RankRunner(LaneThreads):
                     self.progress.update()
             else:
                 version = a.batch // self.semantics.g + 1
-                if self.slots is not None:
+                if self.slots is not None:  # a blocking receive wakes at once, polling not
+                    dist.recv(
+                        torch.empty(1, dtype=torch.int64), src, group=self.pg_weights, tag=tag(a)
+                    )
                     packed = self.slots.take(epoch=self.epoch, version=version, sender=src)
                 else:
                     packed = torch.empty(size)

@@ -13,7 +13,9 @@ reading there. The sender of version v writes slot ``v mod SLOTS`` of its own re
 once the peers of the version that was there have read it, then publishes the key. A
 receiver waits for the key, copies the learner out and marks the slot read. Each receiver
 reads one sender's versions in order (one thread per sender), so a sender waits at most for
-that copy.
+that copy. The runtime also sends each peer a token over gloo once the key is published:
+a thread blocked in a receive wakes at once and takes no turns on the rank's core while
+it waits, where a poll of the key would.
 
 Examples
 --------
