@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikipedia.csv"
-SCHEDULES = ("sequential", "data_parallel", "mspipe", "pipetgl")
+SCHEDULES = ("sequential", "mspipe", "data_parallel", "pipetgl")  # the last two side by side
 
 
 def run(schedule: str, memory: str, args: argparse.Namespace, out: Path) -> dict:

@@ -118,7 +118,10 @@ def periodic_graph(
         for a, j, b, _, kind in batch_edges(semantics, i):
             nbytes = edge_bytes(profile, a, kind)
             ra, rb = j % W, i % W
-            delay = profile.edge_delay(kind, nbytes, ra == rb, cluster.same_machine(ra, rb), memory)
+            same_machine = cluster.same_machine(ra, rb)
+            delay = profile.edge_delay(
+                kind, nbytes, ra == rb, same_machine, memory, cluster.machines
+            )
             H.add_edge(
                 node_name(a, j % U),
                 node_name(b, p),

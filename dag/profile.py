@@ -14,11 +14,12 @@ snapshot, see `OpCost.seconds`; and each op states the shares of the GPU's compu
 bandwidth it uses alone, ``compute`` and ``memory``, which decide how two ops running at
 once on one GPU slow each other, see `tgpipe.simulator.contention`).
 
-``copy_bandwidth`` (optional; bytes per second) is how fast a rank copies its own memory:
-what stale weights may cost the ranks besides the link, where a rank copies a learner or
-loads a version's weights into a model (`tgpipe.executor.weight_plan`; the PipeTGL ring
-copies nothing) (`copy_time`). Absent or 0: such copies are free (the built-in GPU
-profiles: device copies, small beside the ops).
+``copy_bandwidth`` (optional; bytes per second) is how fast a rank copies its own memory
+(`copy_time`): what stale weights may cost a rank, where it copies a learner or loads a
+version's weights into a model (`tgpipe.executor.weight_plan`; a PipeTGL ring does neither),
+and what a learner handed to a rank of the same machine costs (a copy into shared memory
+and one out: `slots`). Absent or 0: such copies are free (the built-in GPU profiles: device
+copies, small beside the ops).
 
 ``allreduce`` (optional; ranks -> seconds) is GRAD_SYNC's whole all-reduce as measured on
 that many ranks of one machine (`tgpipe profile`): where it is known, `cost` takes it
@@ -177,24 +178,35 @@ class CostProfile:
         return (self.inter if inter else self.intra).time(nbytes)
 
     def edge_delay(
-        self, kind: str, nbytes: float, same_rank: bool, same_machine: bool, memory: str = "host"
+        self,
+        kind: str,
+        nbytes: float,
+        same_rank: bool,
+        same_machine: bool,
+        memory: str = "host",
+        machines: int = 1,
     ) -> float:
-        """Delay of a DAG edge whose two ends ran where stated.
+        """Delay of a DAG edge whose two ends ran where stated, in a run on `machines`.
 
         Same rank: nothing moves. A ``memory`` edge with the ``host`` memory backend between
         ranks of one machine passes only a token (latency): the rows already sit in shared
-        host memory. There, on CPU ranks with a copy bandwidth, a ``param`` edge (a packed
-        learner) is copied into shared memory and out again (`tgpipe.executor.shared_weights`):
-        latency and two copies. Every other cross-rank edge sends its bytes over the link.
+        host memory. A ``param`` edge that goes through the learner slots (`slots`) is
+        copied in and out again: latency and two copies. Every other cross-rank edge sends
+        its bytes over the link.
         """
         if same_rank:
             return 0.0
-        if memory == "host" and same_machine:
-            if kind == "memory":
-                nbytes = 0
-            elif kind == "param" and self.compute == "cpu" and self.copy_bandwidth:
-                return self.intra.latency + 2 * self.copy_time(nbytes)
+        if kind == "param" and self.slots(memory, machines):
+            return self.intra.latency + 2 * self.copy_time(nbytes)
+        if kind == "memory" and memory == "host" and same_machine:
+            nbytes = 0
         return self.transfer_time(nbytes, inter=not same_machine)
+
+    def slots(self, memory: str, machines: int) -> bool:
+        """Whether a run hands packed learners between ranks through shared memory
+        (`tgpipe.executor.shared_weights`: the runtime does where its node memory is shared,
+        every rank on one machine), with a copy speed to charge for it (measured profiles)."""
+        return memory == "host" and machines == 1 and bool(self.copy_bandwidth)
 
     # ---- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:

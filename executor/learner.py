@@ -9,7 +9,7 @@ and the step count, in `pack`'s layout. The model's parameters and the moments a
 into it, and Adam steps the weights as one tensor. So `pack` is one copy, `unpack` one copy
 into place, and `adopt` none: a ring that receives a packed learner makes it the learner's
 storage as it is, and the storage it leaves behind stays what it was, for whoever still
-sends or reads it (`tgpipe.executor.versions.WeightPlan` says when that is safe).
+sends or reads it (`tgpipe.executor.weight_plan.WeightPlan` says when that is safe).
 
 Examples
 --------

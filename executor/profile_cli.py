@@ -172,7 +172,8 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         "on these ranks (elsewhere its messages are costed from the link). "
         "batch_scale: each training batch's ops over the sum of their medians "
         "(1 where unmeasured). copy_bandwidth: packing and unpacking the learner "
-        "(what stale weights may copy), median of as many rounds. jitter: the standard "
+        "(what stale weights, and a learner handed on one machine, copy), median of as "
+        "many rounds. jitter: the standard "
         "deviation of a batch's ops between the ranks (and epochs) that ran it. "
         f"Links: intra, {links['intra'][1]['how']}; inter, {links['inter'][1]['how']}."
     )

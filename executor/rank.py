@@ -120,8 +120,8 @@ class RankRunner(LaneThreads):
     ):
         """`shared_memory`: a descriptor of the machine's shared store file (see
         `tgpipe.executor.shared_store.open_run_file`); None: keep a replica, rows travel.
-        `shared_weights`: one of the machine's learner slots (`SharedSlots`), which weight
-        messages then go through; None: they travel over gloo."""
+        `shared_weights`: a descriptor of the machine's learner slots file (`SharedSlots`),
+        which weight messages then go through; None: they travel over gloo."""
         self.rank, self.schedule, self.program, self.stream = rank, schedule, program, stream
         self.semantics: Semantics = schedule.semantics
         self.config, self.timeout = config, timeout
@@ -174,7 +174,8 @@ class RankRunner(LaneThreads):
         self.epoch = epoch
         self.store.begin((epoch, 0))
         self.versions = _Versions()
-        self.versions.put(0, self.learner.pack())
+        if (self.rank, 0) in self.plan.loaded:  # a batch here computes with a copy of it
+            self.versions.put(0, self.learner.pack())
         self.learner_version = 0
         self._spare += self._models.values()
         self._models.clear()
@@ -463,10 +464,10 @@ class RankRunner(LaneThreads):
             m, parts = item
             if m.kind == "weights" and self.slots is not None:  # the bytes in shared memory,
                 version = m.action.batch // self.semantics.g + 1
-                self.slots.publish(
+                slot = self.slots.publish(
                     epoch=self.epoch, version=version, packed=parts[0], peers=m.peers
                 )
-                parts = [torch.tensor([version])]  # a token over gloo: the peer blocks on it
+                parts = [torch.tensor([slot])]  # a token over gloo: the peer blocks on it
             group = self.pg_memory if m.kind == "memory" else self.pg_weights
             works = [
                 dist.isend(t, dst, group=group, tag=tag(m.action, k))
@@ -499,10 +500,11 @@ class RankRunner(LaneThreads):
             else:
                 version = a.batch // self.semantics.g + 1
                 if self.slots is not None:  # a blocking receive wakes at once, polling not
-                    dist.recv(
-                        torch.empty(1, dtype=torch.int64), src, group=self.pg_weights, tag=tag(a)
+                    slot = torch.empty(1, dtype=torch.int64)
+                    dist.recv(slot, src, group=self.pg_weights, tag=tag(a))
+                    packed = self.slots.take(
+                        epoch=self.epoch, version=version, sender=src, slot=int(slot)
                     )
-                    packed = self.slots.take(epoch=self.epoch, version=version, sender=src)
                 else:
                     packed = torch.empty(size)
                     dist.recv(packed, src, group=self.pg_weights, tag=tag(a))

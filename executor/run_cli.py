@@ -131,11 +131,13 @@ def _rank_main(args: argparse.Namespace) -> None:
         }
         for ranks in process_group_sets(schedule):
             groups[ranks] = dist.new_group(list(ranks), backend="gloo", timeout=timeout)
+        programs = lower(schedule, memory)
         fd = weights_fd = None
         if memory == "shared":  # every rank on this machine: memory and weights shared
             fd = open_run_file(store, rank, dist.barrier)
-            weights_fd = open_run_file(store, rank, dist.barrier, "weights")
-        program = lower(schedule, memory).get(rank)
+            if any(p.weight_sends() for p in programs.values()):  # the same on every rank
+                weights_fd = open_run_file(store, rank, dist.barrier, "weights")
+        program = programs.get(rank)
         runner = None
         if program:
             runner = RankRunner(

@@ -75,6 +75,15 @@ class Program:
     def ops(self) -> list[Action]:
         return [s for steps in self.lanes.values() for s in steps if isinstance(s, Action)]
 
+    def weight_sends(self) -> list[Message]:
+        """The weight messages this rank sends (a packed learner each)."""
+        return [
+            s
+            for steps in self.lanes.values()
+            for s in steps
+            if isinstance(s, Message) and s.kind == "weights"
+        ]
+
 
 def memory_readers(schedule: Schedule) -> list[int]:
     """The ranks that read node memory (those that need its writes)."""

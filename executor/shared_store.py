@@ -59,7 +59,7 @@ from tgpipe.dag.semantics import Semantics
 from tgpipe.errors import InputError
 from tgpipe.executor.memory import Aborted, MemoryRows, MemoryStore, _nodes, overwrite, restore
 
-__all__ = ["SharedStore", "open_run_file", "ring_depth", "shared_folder"]
+__all__ = ["SharedStore", "open_run_file", "poll", "reserve", "ring_depth", "shared_folder"]
 
 # header words (int64)
 _VERSION, _EPOCH, _BATCH, _WORDS = 0, 1, 2, 8
@@ -97,6 +97,34 @@ def open_run_file(kv, rank: int, barrier: Callable[[], None], what: str = "memor
         if rank == 0:
             os.unlink(path)
     return fd
+
+
+def poll(ready: Callable[[], bool], abort, timeout: float | None, why: Callable[[], str]) -> None:
+    """Wait until `ready()`, looking with short sleeps that grow to 2 ms; `Aborted` when
+    `abort` is set, RuntimeError(why()) after `timeout` seconds (None: no limit)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = 1e-4
+    while not ready():
+        if abort is not None and abort.is_set():
+            raise Aborted()
+        if deadline is not None and time.monotonic() > deadline:
+            raise RuntimeError(why())
+        time.sleep(pause)
+        pause = min(2 * pause, 2e-3)
+
+
+def reserve(fd: int, size: int, what: str) -> None:
+    """Size the empty shared file `fd` to `size` bytes, reserved now: a full /dev/shm
+    refuses here, in one line, not with a SIGBUS mid-run."""
+    grow = getattr(os, "posix_fallocate", lambda fd, _, n: os.ftruncate(fd, n))
+    try:
+        grow(fd, 0, size)
+    except OSError as exc:
+        os.ftruncate(fd, 0)
+        raise InputError(
+            f"no room for {what} ({size / 2**20:.0f} MiB) in {shared_folder()} "
+            f"({exc.strerror}): free some or run with --memory rows"
+        ) from None
 
 
 def _layout(n: int, dim: int, mail_dim: int, depth: int, rows: int, world: int) -> dict:
@@ -157,17 +185,7 @@ class SharedStore:
         self._thread_lock = threading.Lock()
         with self._locked():
             if os.fstat(self._fd).st_size == 0:
-                # reserved now: a full /dev/shm refuses here, not with a SIGBUS mid-run
-                size = getattr(os, "posix_fallocate", lambda fd, _, n: os.ftruncate(fd, n))
-                try:
-                    size(self._fd, 0, plan["size"])
-                except OSError as exc:
-                    os.ftruncate(self._fd, 0)
-                    raise InputError(
-                        f"no room for the shared memory store ({plan['size'] / 2**20:.0f} MiB) "
-                        f"in {shared_folder()} ({exc.strerror}): free some or run with "
-                        "--memory rows"
-                    ) from None
+                reserve(self._fd, plan["size"], "the shared memory store")
                 fresh = True
             elif os.fstat(self._fd).st_size != plan["size"]:
                 raise RuntimeError("the shared memory file is not a store of this run's shape")
@@ -209,17 +227,7 @@ class SharedStore:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _poll(self, ready: Callable[[], bool], abort, timeout, why: Callable[[], str]) -> None:
-        """Wait until `ready()`; `Aborted` when `abort` is set, RuntimeError(why()) after
-        `timeout` seconds (None: no limit)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 1e-4
-        while not ready():
-            if abort is not None and abort.is_set():
-                raise Aborted()
-            if deadline is not None and time.monotonic() > deadline:
-                raise RuntimeError(why())
-            time.sleep(pause)
-            pause = min(2 * pause, 2e-3)
+        poll(ready, abort, timeout, why)
 
     @property
     def version(self) -> int:

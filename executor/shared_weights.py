@@ -9,21 +9,20 @@ into memory that both map: about 0.3-0.6 ms a side.
 **What it holds.** A file in ``/dev/shm`` (`tgpipe.executor.shared_store.open_run_file`)
 with `SLOTS` slots per sending rank. A slot holds one packed learner, the key of the
 version in it (epoch and version), and one word per rank: the key that rank last finished
-reading there. The sender of version v writes slot ``v mod SLOTS`` of its own region,
-once the peers of the version that was there have read it, then publishes the key. A
-receiver waits for the key, copies the learner out and marks the slot read. Each receiver
-reads one sender's versions in order (one thread per sender), so a sender waits at most for
-that copy. The runtime also sends each peer a token over gloo once the key is published:
-a thread blocked in a receive wakes at once and takes no turns on the rank's core while
-it waits, where a poll of the key would.
+reading there. The sender writes the slots of its own region in turn, each once the peers
+of the version it held have read it, publishes the key, and the runtime sends each peer a
+token over gloo with the slot's number: a thread blocked in a receive wakes at once and
+takes no turns on the rank's core while it waits, where one polling the key would. The
+receiver copies the learner out and marks the slot read. Each receiver reads one sender's
+versions in order (one thread per sender), so a sender waits at most for that copy.
 
 Examples
 --------
 >>> import torch
 >>> slots = SharedSlots.create(size=4, world=2, rank=0)
->>> slots.publish(epoch=0, version=1, packed=torch.arange(4.0), peers=[1])
+>>> slot = slots.publish(epoch=0, version=1, packed=torch.arange(4.0), peers=[1])
 >>> peer = SharedSlots(slots.fd, size=4, world=2, rank=1)
->>> peer.take(epoch=0, version=1, sender=0).tolist()
+>>> peer.take(epoch=0, version=1, sender=0, slot=slot).tolist()
 [0.0, 1.0, 2.0, 3.0]
 """
 
@@ -35,13 +34,11 @@ import mmap
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Iterator, Sequence
 
 import torch
 
-from tgpipe.executor.memory import Aborted
-from tgpipe.executor.shared_store import shared_folder
+from tgpipe.executor.shared_store import poll, reserve, shared_folder
 
 __all__ = ["SLOTS", "SharedSlots"]
 
@@ -64,7 +61,7 @@ class SharedSlots:
         with self._locked():
             fresh = os.fstat(fd).st_size == 0
             if fresh:
-                os.ftruncate(fd, total)
+                reserve(fd, total, "the shared learner slots")
             elif os.fstat(fd).st_size != total:
                 raise RuntimeError("the shared weights file is not of this run's shape")
             self._map = mmap.mmap(fd, total)
@@ -81,6 +78,7 @@ class SharedSlots:
                 for head in self._heads:
                     head.fill_(_EMPTY)
         self._peers: dict[int, list[int]] = {}  #: my slot -> the peers of what it holds
+        self._sent = 0  #: learners this rank published: the next goes to slot _sent % SLOTS
 
     @classmethod
     def create(cls, *, size: int, world: int, rank: int) -> SharedSlots:
@@ -91,46 +89,50 @@ class SharedSlots:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """A file lock: between processes, it also orders the slot's bytes before its key."""
+        """A file lock: its system calls order a slot's bytes and its key between processes
+        (one slot has one writer and its readers; the lock is not for mutual exclusion)."""
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
 
-    def _slot(self, sender: int, version: int) -> int:
-        return sender * SLOTS + version % SLOTS
-
-    def _wait(self, ready, why: str) -> None:
-        deadline, pause = time.monotonic() + self.timeout, 1e-4
-        while not ready():
-            if self.abort is not None and self.abort.is_set():
-                raise Aborted()
-            if time.monotonic() > deadline:
-                raise RuntimeError(why)
-            time.sleep(pause)
-            pause = min(2 * pause, 1e-3)
-
-    def publish(self, *, epoch: int, version: int, packed: torch.Tensor, peers: Sequence[int]):
-        """Write this rank's learner of `version` for `peers`, once its slot is read."""
-        k = self._slot(self.rank, version)
-        head, before = self._heads[k], self._peers.get(k, [])
+    def publish(
+        self, *, epoch: int, version: int, packed: torch.Tensor, peers: Sequence[int]
+    ) -> int:
+        """Write this rank's learner of `version` for `peers` into its next slot, once the
+        peers of what that slot held have read it; the slot's number, for the token."""
+        slot = self._sent % SLOTS
+        k, before = self.rank * SLOTS + slot, self._peers.get(self.rank * SLOTS + slot, [])
+        head = self._heads[k]
         held = int(head[0])
-        self._wait(
+        poll(
             lambda: held == _EMPTY or all(int(head[1 + p]) == held for p in before),
-            f"weights of version {version}: a peer did not read its slot's last version",
+            self.abort,
+            self.timeout,
+            lambda: f"weights of version {version}: a peer did not read its slot's last version",
         )
-        self._data[k].copy_(packed.reshape(-1))
-        with self._locked():
+        with self._locked():  # after the peers' reads, before the bytes
+            self._data[k].copy_(packed.reshape(-1))
+        with self._locked():  # the bytes, then the key
             head[0] = epoch * _EPOCH + version
         self._peers[k] = list(peers)
+        self._sent += 1
+        return slot
 
-    def take(self, *, epoch: int, version: int, sender: int) -> torch.Tensor:
-        """A copy of `sender`'s learner of `version`, once it is there; marks it read."""
-        k, key = self._slot(sender, version), epoch * _EPOCH + version
+    def take(self, *, epoch: int, version: int, sender: int, slot: int) -> torch.Tensor:
+        """A copy of `sender`'s learner of `version` from its `slot` (the token's number),
+        once it is there; marks it read."""
+        k, key = sender * SLOTS + slot, epoch * _EPOCH + version
         head = self._heads[k]
-        self._wait(lambda: int(head[0]) == key, f"weights of version {version} never arrived")
+        poll(
+            lambda: int(head[0]) == key,
+            self.abort,
+            self.timeout,
+            lambda: f"weights of version {version} never arrived",
+        )
         with self._locked():  # pairs with the publisher's: its bytes are all there
             packed = self._data[k].clone()
+        with self._locked():  # the copy, then the mark
             head[1 + self.rank] = key
         return packed

@@ -16,7 +16,7 @@ is or a copy:
 - *put*: a STEP whose result another rank reads (a param edge that leaves the rank), or any
   STEP under stale weights (``s_w`` > 0), keeps its result as a packed version. That is the
   learner's storage itself (*shared*, no copy) when the rank's next STEP is a take-over, or
-  there is none: from then on the storage is never changed again. Otherwise a copy.
+  there is none: within the epoch the storage is never changed again. Otherwise a copy.
 
 In a PipeTGL ring every batch is own, every take-over adopts and every put is shared: the
 ring moves the learner without copying it on either side.
@@ -40,8 +40,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tgpipe.dag.semantics import Semantics
+from tgpipe.executor.runtime import lower
 from tgpipe.executor.versions import weight_version
-from tgpipe.schedules.ir import Schedule, requirements
+from tgpipe.schedules.ir import Schedule
 
 __all__ = ["WeightPlan"]
 
@@ -60,13 +61,16 @@ class WeightPlan:
     puts: frozenset[int]  #: STEPs whose result is kept as a packed version
     shared: frozenset[int]  #: of those, the ones kept without a copy
     first_loads: frozenset[int]  #: per (rank, version) loaded, its first batch: where it copies
+    sends: frozenset[int]  #: STEPs whose result a weights message carries to other ranks
+    loaded: frozenset[tuple[int, int]]  #: the (rank, version) pairs loaded into a model
 
     @classmethod
     def of(cls, schedule: Schedule) -> WeightPlan:
         semantics: Semantics = schedule.semantics
         _, s_w, g = semantics
-        rank = {act.batch: where[0] for act, where in schedule.placement().items()}
-        steps = {b for act in schedule.placement() if act.op == "STEP" for b in [act.batch]}
+        place = schedule.placement()
+        rank = {act.batch: where[0] for act, where in place.items()}
+        steps = {act.batch for act in place if act.op == "STEP"}
         stepped: dict[int, set[int]] = {}  # rank -> groups it steps
         for b in steps:
             stepped.setdefault(rank[b], set()).add(b // g)
@@ -85,13 +89,8 @@ class WeightPlan:
         loaded = set(first)
         takeovers = {b for b in steps if b >= g and b // g - 1 not in stepped[rank[b]]}
         adopted = {b for b in takeovers if (rank[b], b // g) not in loaded}
-        leaves = {
-            pred[1]
-            for act, needs in requirements(schedule).items()
-            for pred, kind in needs
-            if kind == "param" and rank[pred[1]] != rank[act[1]]
-        }
-        puts = set(steps) if s_w else leaves & steps
+        sends = {m.action.batch for p in lower(schedule).values() for m in p.weight_sends()}
+        puts = set(steps) if s_w else sends
 
         def next_is_takeover(b: int) -> bool:
             later = [grp for grp in stepped[rank[b]] if grp > b // g]
@@ -105,6 +104,8 @@ class WeightPlan:
             frozenset(puts),
             frozenset(shared),
             frozenset(first.values()),
+            frozenset(sends),
+            frozenset(loaded),
         )
 
     def copies(self) -> tuple[int, int, int]:

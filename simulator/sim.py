@@ -124,7 +124,7 @@ class _Run:
             base = {a: w.cost(profile, a.op, a.batch, n, inter) for a in self.placement}
         elif profile.batch_scale:  # batches differ as measured
             base = {a: profile.batch_cost(a.op, a.batch, n, inter) for a in self.placement}
-        for a, seconds in weight_copies(schedule, profile).items():  # a weight ring's copies
+        for a, seconds in weight_copies(schedule, profile).items():  # copies of weights
             base[a] = base.get(a, self.cost[a.op]) + seconds
         self.costs = base | dict(costs)  # a replay's own seconds include its copies
         self.measured = set(costs)  # ... and its all-reduces their waits (no jitter added)
@@ -262,6 +262,7 @@ class _Run:
 
     def _send_all(self, act: Action, src: int) -> None:
         """Start the messages that carry `act`'s result to the other ranks that need it."""
+        published = None
         for dst, kind in self.sends.get(act, {}).items():
             arrived = self.arrivals[act, dst]
             same_machine = self.cluster.same_machine(src, dst)
@@ -269,7 +270,14 @@ class _Run:
                 nbytes = edge_bytes(self.p, act.op, kind)
             else:
                 nbytes = self.workload.edge_bytes(self.p, act, kind)
-            total = self.p.edge_delay(kind, nbytes, False, same_machine, self.s.memory)
+            if kind == "param" and self.p.slots(self.s.memory, self.cluster.machines):
+                copy = self.p.copy_time(nbytes)
+                if published is None:  # one copy in, on the sender's port, for every peer
+                    published = self.env.process(self._publish(src, copy))
+                self.env.process(self._take(published, self.p.intra.latency + copy, arrived))
+                continue
+            machines = self.cluster.machines
+            total = self.p.edge_delay(kind, nbytes, False, same_machine, self.s.memory, machines)
             link = self.p.intra if same_machine else self.p.inter
             if total > link.latency:  # bytes to move: hold a port
                 self.env.process(self._transfer(src, same_machine, total, link, arrived))
@@ -283,6 +291,18 @@ class _Run:
             yield req
             yield self.env.timeout(total - link.latency)  # bytes / bandwidth
         yield self.env.timeout(link.latency)
+        arrived.succeed()
+
+    def _publish(self, src, copy):
+        """A learner copied into its shared slot by the sender's thread (its port)."""
+        with self.ports.setdefault(("port", src), simpy.Resource(self.env, 1)).request() as req:
+            yield req
+            yield self.env.timeout(copy)
+
+    def _take(self, published, delay, arrived):
+        """A peer's copy out of the slot, once the token (latency) says it is there."""
+        yield published
+        yield self.env.timeout(delay)
         arrived.succeed()
 
     def _collective_arrive(self, key, act: Action):

@@ -1,7 +1,8 @@
 """Checkpoints: a killed run, resumed, ends exactly where the uninterrupted run ends.
 
 MSPipe's schedule is used because its stale memory reads need the store's undo records
-across a cut, and its synchronous groups must not be split by one.
+across a cut, and its synchronous groups must not be split by one; the PipeTGL ring's
+because its learners are handed on, adopted and shared across one.
 """
 
 import json
@@ -17,12 +18,13 @@ import torch
 from tgpipe.errors import InputError
 from tgpipe.executor.checkpoint import MANIFEST, Checkpoints
 
-RUN = ["--schedule", "mspipe", "--limit-events", "6000", "--batch-size", "300", "--epochs", "2"]
+RUN = ["--limit-events", "6000", "--batch-size", "300", "--epochs", "2"]
 RUN += ["--no-evaluate", "--timeout", "30", "--nproc", "2"]
 
 
-def _tgpipe(data, *extra, env=None, check=True):
-    cmd = [sys.executable, "-m", "tgpipe", "run", "--data", str(data), *RUN, *extra]
+def _tgpipe(data, *extra, schedule="mspipe", env=None, check=True):
+    cmd = [sys.executable, "-m", "tgpipe", "run", "--data", str(data), "--schedule", schedule]
+    cmd += [*RUN, *extra]
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
     )
@@ -44,13 +46,23 @@ def _assert_same_end(a, b):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(wikipedia_csv, tmp_path_factory):
-    prefix = tmp_path_factory.mktemp("whole") / "state"
-    _tgpipe(wikipedia_csv, "--dump", str(prefix))
-    return prefix
+def whole(wikipedia_csv, tmp_path_factory):
+    """The uninterrupted run of a schedule (made once per module)."""
+    done = {}
+
+    def run(schedule="mspipe"):
+        if schedule not in done:
+            done[schedule] = tmp_path_factory.mktemp("whole") / "state"
+            _tgpipe(wikipedia_csv, "--dump", str(done[schedule]), schedule=schedule)
+        return done[schedule]
+
+    return run
 
 
-def test_killed_while_writing_a_checkpoint_resumes_exactly(wikipedia_csv, tmp_path, uninterrupted):
+@pytest.mark.parametrize("schedule", ["mspipe", "pipetgl"])
+def test_killed_while_writing_a_checkpoint_resumes_exactly(
+    wikipedia_csv, tmp_path, whole, schedule
+):
     ck = tmp_path / "ck"
     died = _tgpipe(
         wikipedia_csv,
@@ -58,6 +70,7 @@ def test_killed_while_writing_a_checkpoint_resumes_exactly(wikipedia_csv, tmp_pa
         str(ck),
         "--checkpoint-every",
         "4",
+        schedule=schedule,
         env={"TGPIPE_TEST_DIE_IN_CHECKPOINT": "1:8"},  # rank 0 dies half-way through its file
         check=False,
     )
@@ -65,16 +78,17 @@ def test_killed_while_writing_a_checkpoint_resumes_exactly(wikipedia_csv, tmp_pa
     assert json.loads((ck / MANIFEST).read_text())["batch"] == 4  # the half-written one is not
     resumed = _tgpipe(
         wikipedia_csv, "--checkpoint", str(ck), "--checkpoint-every", "4", "--resume",
-        "--dump", str(tmp_path / "state"),
+        "--dump", str(tmp_path / "state"), schedule=schedule,
     )  # fmt: skip
     assert "resuming at epoch 1, batch 4" in resumed.stdout
     assert "epoch 0:" not in resumed.stdout
-    _assert_same_end(uninterrupted, tmp_path / "state")
+    _assert_same_end(whole(schedule), tmp_path / "state")
 
 
-def test_killed_mid_epoch_resumes_exactly(wikipedia_csv, tmp_path, uninterrupted):
+def test_killed_mid_epoch_resumes_exactly(wikipedia_csv, tmp_path, whole):
     ck = tmp_path / "ck"
     cmd = [sys.executable, "-m", "tgpipe", "run", "--data", str(wikipedia_csv), *RUN]
+    cmd += ["--schedule", "mspipe"]
     proc = subprocess.Popen(
         [*cmd, "--checkpoint", str(ck), "--checkpoint-every", "2"],
         stdout=subprocess.PIPE,
@@ -96,7 +110,7 @@ def test_killed_mid_epoch_resumes_exactly(wikipedia_csv, tmp_path, uninterrupted
         wikipedia_csv, "--checkpoint", str(ck), "--checkpoint-every", "2", "--resume",
         "--dump", str(tmp_path / "state"),
     )  # fmt: skip
-    _assert_same_end(uninterrupted, tmp_path / "state")
+    _assert_same_end(whole(), tmp_path / "state")
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):

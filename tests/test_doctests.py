@@ -26,6 +26,8 @@ MODULES = [
     "tgpipe.executor.model",
     "tgpipe.executor.stream",
     "tgpipe.executor.learner",
+    "tgpipe.executor.weight_plan",
+    "tgpipe.executor.shared_weights",
     "tgpipe.executor.versions",
     "tgpipe.executor.scores",
     "tgpipe.executor.ops",
@@ -45,6 +47,7 @@ MODULES = [
     "tgpipe.simulator.sim",
     "tgpipe.simulator.estimate",
     "tgpipe.simulator.contention",
+    "tgpipe.simulator.copies",
     "tgpipe.progress",
 ]
 

@@ -119,17 +119,19 @@ def test_two_ranks_equal_the_reference(wikipedia_csv, tmp_path, name, epochs, me
     _check(wikipedia_csv, name, 1 if name == "sequential" else 2, dump, epochs)
 
 
-@pytest.mark.parametrize("ranks, s_w", [(2, 2), (1, 1)])
-def test_weight_copies_equal_the_reference(wikipedia_csv, tmp_path, ranks, s_w):
+@pytest.mark.parametrize(
+    "ranks, semantics", [(2, Semantics(0, 2, 1)), (1, Semantics(0, 1, 1)), (3, Semantics(0, 1, 2))]
+)
+def test_weight_copies_equal_the_reference(wikipedia_csv, tmp_path, ranks, semantics):
     """Schedules whose ranks copy weights (`WeightPlan`): on 2 ranks with s_w = 2 a batch
     computes with a version its rank did not make (a load) and a STEP takes over a learner
     that a load still reads (a copy); on 1 rank with s_w = 1 a STEP keeps its result while
-    the next STEP changes the learner in place (a copy). The ring adopts and shares."""
+    the next STEP changes the learner in place (a copy); on 3 ranks in groups of 2, all of
+    these beside adopted and shared learners. The ring adopts and shares."""
     _, n = _batches(wikipedia_csv)
-    schedule = pipeline(load_profile("gpu-illustrative"), ranks, n, Semantics(0, s_w, 1))
-    plan = WeightPlan.of(schedule)
-    copied = plan.takeovers - plan.adopted if ranks == 2 else plan.puts - plan.shared
-    assert plan.loads and copied
+    schedule = pipeline(load_profile("gpu-illustrative"), ranks, n, semantics)
+    loads, takeover_copies, put_copies = WeightPlan.of(schedule).copies()
+    assert loads and (takeover_copies if ranks > 1 else put_copies)
     path, dump = tmp_path / "s.txt", tmp_path / "state"
     schedule.save(path)
     cmd = [sys.executable, "-m", "tgpipe", *_args(wikipedia_csv, str(path), dump, 2)]

@@ -146,10 +146,12 @@ def test_weight_copies_are_charged_where_the_runtime_makes_them(hand):
     """With a copy bandwidth, a 2-rank ring with s_w = 2 copies at each STEP the learner it
     takes over (a load of its rank still reads it) and loads each version's weights once per
     rank (`WeightPlan`): on GPU-bound ranks each batch's period grows by its copies over the
-    2 ranks. The PipeTGL ring and data parallel copy nothing."""
+    2 ranks. One rank with s_w = 1 copies each STEP's result it keeps, as the next STEP
+    steps in place. The PipeTGL ring and data parallel copy nothing. (Row-passing memory:
+    the learners travel over the link, not through shared slots.)"""
     base = hand(GPU_HEAVY | {"STEP": 1e-3}, {"STEP": 3_000_000, "GRAD_SYNC": 1_000_000})
     copies = dataclasses.replace(base, copy_bandwidth=1e9)  # 3 ms per packed learner
-    lagged = pipeline(base, 2, 40, Semantics(0, 2, 1))
+    lagged = pipeline(base, 2, 40, Semantics(0, 2, 1), memory="rows")
     plain, copied = (simulate(lagged, p) for p in (base, copies))
     steps = {r.batch: r.end - r.start for r in copied.rows if r.op == "STEP"}
     assert steps[0] == pytest.approx(1e-3)  # its own learner, kept as it is
@@ -157,9 +159,27 @@ def test_weight_copies_are_charged_where_the_runtime_makes_them(hand):
     roots = [r.end - r.start for r in copied.rows if r.op == "MEM_ROOT"]
     assert roots[5] == pytest.approx(base.cost("MEM_ROOT") + 1e-3)  # its version's weights
     assert metrics(copied).period == pytest.approx(metrics(plain).period + 4e-3 / 2, rel=1e-3)
-    for name in ("pipetgl", "data_parallel"):
+    alone = simulate(pipeline(base, 1, 6, Semantics(0, 1, 1)), copies)
+    kept = {r.batch: r.end - r.start for r in alone.rows if r.op == "STEP"}
+    assert kept[0] == pytest.approx(1e-3 + 3e-3) and kept[5] == pytest.approx(
+        1e-3
+    )  # last: read by none
+    for name in ("pipetgl/rows", "data_parallel"):
         schedule = family(name, base, 2, 40)
         assert simulate(schedule, copies).rows == simulate(schedule, base).rows
+
+
+def test_a_learner_handed_on_one_machine_is_copied_in_and_out(hand):
+    """With host memory on one machine, a ring's learner goes through the shared slots: the
+    next STEP starts no earlier than the link's latency and two copies after the last."""
+    p = dataclasses.replace(
+        hand(GPU_HEAVY | {"STEP": 1e-3}, {"STEP": 3_000_000}), copy_bandwidth=1e9
+    )
+    assert p.slots("host", 1) and not p.slots("rows", 1) and not p.slots("host", 2)
+    rows = {r.batch: r for r in simulate(family("pipetgl", p, 2, 12), p).rows if r.op == "STEP"}
+    gaps = [rows[b + 1].start - rows[b].end for b in range(11)]
+    assert min(gaps) >= p.intra.latency + 2 * 3e-3 - 1e-12
+    assert min(gaps) == pytest.approx(p.intra.latency + 2 * 3e-3)  # the ring binds somewhere
 
 
 def test_a_synchronous_group_waits_for_its_expected_slowest_member(hand):
