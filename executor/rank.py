@@ -450,7 +450,9 @@ class RankRunner(LaneThreads):
     def _pack(self, m: Message) -> tuple[Message, list[torch.Tensor]]:
         """The tensors that carry `m` (taken now, while they are current)."""
         a = m.action
-        if m.kind == "memory":  # each column at its own precision
+        if m.kind == "memory" and self.store.shared:  # the rows are there: a token
+            parts = [torch.zeros(1, dtype=torch.int64)]
+        elif m.kind == "memory":  # each column at its own precision
             nodes, rows = self.store.outbox.pop(a.batch)
             values = torch.cat([rows.mem, rows.mail], dim=1)
             times = torch.stack([rows.mem_ts, rows.mail_ts], dim=1)
@@ -482,7 +484,10 @@ class RankRunner(LaneThreads):
         size = self.learner.packed_size()
         for m in messages:
             src, a = m.peers[0], m.action
-            if m.kind == "memory":
+            if m.kind == "memory" and self.store.shared:  # its write is in: look again
+                dist.recv(torch.empty(1, dtype=torch.int64), src, group=self.pg_memory, tag=tag(a))
+                self.store.poke()
+            elif m.kind == "memory":
                 n = torch.empty(1, dtype=torch.int64)
                 dist.recv(n, src, group=self.pg_memory, tag=tag(a, 0))
                 nodes = torch.empty(int(n), dtype=torch.int64)

@@ -12,7 +12,8 @@ message; the cross-rank edges of the DAG become messages:
   version if later writes are already in: every read is exactly the one the reference
   trainer makes. With the ``shared`` backend (ranks on one machine) all ranks map one
   versioned store in shared host memory (`tgpipe.executor.shared_store`) with the same
-  semantics, and no memory message is needed.
+  semantics, and a memory message is a token: it wakes the peers' waits for that version at
+  once, where they would otherwise look again only after their next pause (up to 2 ms).
 - *weights*: a STEP whose result a batch on another rank needs (the next step of a ring; the
   weights a stale batch computes with) is followed by a send of the packed learner (weights,
   Adam moments, step count), so a ring is exactly "sequential steps with stale gradients".
@@ -117,7 +118,7 @@ def lower(schedule: Schedule, memory: str = "rows") -> dict[int, Program]:
                 "needs each batch of a group on its own rank"
             )
         groups[b // g] = (*members, rank)
-    readers = memory_readers(schedule) if memory == "rows" else []
+    readers = memory_readers(schedule)  # rows, or with the shared store a token
     weight_to: dict[Action, set[int]] = defaultdict(set)
     for act, plist in preds.items():
         for (op, j), kind in plist:

@@ -19,7 +19,8 @@ back (`tgpipe.executor.memory.restore`). A write also waits until the undo slot 
 older than every rank's mark, so no rank loses a version it still reads (back-pressure).
 Changes happen under a lock that is both a file lock (between processes) and a thread lock
 (between a rank's lanes); waits poll the version, with short sleeps, and give up when the
-rank aborts.
+rank aborts; a write or a mark of this process, or a token from the rank that wrote
+(`tgpipe.executor.runtime`), wakes them at once.
 
 **Limits.** Ranks on one machine only (`tgpipe run --memory shared`; ``auto`` picks it there).
 A write waits for the earlier batches' writes (the replica takes them early), so a lane that
@@ -99,9 +100,16 @@ def open_run_file(kv, rank: int, barrier: Callable[[], None], what: str = "memor
     return fd
 
 
-def poll(ready: Callable[[], bool], abort, timeout: float | None, why: Callable[[], str]) -> None:
-    """Wait until `ready()`, looking with short sleeps that grow to 2 ms; `Aborted` when
-    `abort` is set, RuntimeError(why()) after `timeout` seconds (None: no limit)."""
+def poll(
+    ready: Callable[[], bool],
+    abort,
+    timeout: float | None,
+    why: Callable[[], str],
+    wake: threading.Condition | None = None,
+) -> None:
+    """Wait until `ready()`, looking again after pauses that grow to 2 ms, or at once when
+    `wake` is notified; `Aborted` when `abort` is set, RuntimeError(why()) after `timeout`
+    seconds (None: no limit)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = 1e-4
     while not ready():
@@ -109,7 +117,12 @@ def poll(ready: Callable[[], bool], abort, timeout: float | None, why: Callable[
             raise Aborted()
         if deadline is not None and time.monotonic() > deadline:
             raise RuntimeError(why())
-        time.sleep(pause)
+        if wake is None:
+            time.sleep(pause)
+        else:
+            with wake:  # ready() again under it: a notify cannot slip in between
+                if not ready():
+                    wake.wait(pause)
         pause = min(2 * pause, 2e-3)
 
 
@@ -183,6 +196,7 @@ class SharedStore:
         plan = _layout(n_nodes, dim, mail_dim, depth, max_rows, self.world)
         self._fd = fd
         self._thread_lock = threading.Lock()
+        self._wake = threading.Condition()  #: notified when the store may have moved
         with self._locked():
             if os.fstat(self._fd).st_size == 0:
                 reserve(self._fd, plan["size"], "the shared memory store")
@@ -227,7 +241,13 @@ class SharedStore:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _poll(self, ready: Callable[[], bool], abort, timeout, why: Callable[[], str]) -> None:
-        poll(ready, abort, timeout, why)
+        poll(ready, abort, timeout, why, self._wake)
+
+    def poke(self) -> None:
+        """Wake this process's waits to look again: a write or a mark moved (here, or on
+        another rank, which sends a token: `tgpipe.executor.runtime`)."""
+        with self._wake:
+            self._wake.notify_all()
 
     @property
     def version(self) -> int:
@@ -315,12 +335,14 @@ class SharedStore:
                 column[slot, :k] = saved
             self._slot_count[slot], self._slot_batch[slot] = k, batch
             self._header[_VERSION] = batch + 1
+        self.poke()
 
     def prune(self, version: int) -> None:
         """This rank reads no version older than `version` any more (its mark moves up)."""
         if self.rank in self.readers:
             with self._locked():
                 self._marks[self.rank] = max(int(self._marks[self.rank]), version)
+            self.poke()
 
     def reset(self) -> None:
         """All zeros, version 0, no undo records, every mark at 0."""
