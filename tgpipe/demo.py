@@ -89,6 +89,7 @@ def _main(args: argparse.Namespace) -> None:
             f"{f.predicted * 1e3:.2f}",
             f"{f.measured * 1e3:.2f}",
             f"{f.error * 100:+.1f}",
+            "" if f.replay_error is None else f"{f.replay_error * 100:+.1f}",
             pct(f.predicted_bubble),
             pct(f.measured_bubble),
             "(" + ",".join(map(str, f.semantics)) + ")",
@@ -103,6 +104,7 @@ def _main(args: argparse.Namespace) -> None:
             "predicted ms",
             "measured ms",
             "error %",
+            "replay err %",
             "sim bubble %",
             "run bubble %",
             "(s_mem,s_w,g)",
@@ -117,7 +119,8 @@ def _main(args: argparse.Namespace) -> None:
     _say(
         f"      measured here, the found schedule ran {verdict}: "
         f"{found_row.measured * 1e3:.2f} ms per batch against {fastest.measured * 1e3:.2f} ms "
-        "(the search trusts the prediction: see 'error %')"
+        "(the search trusts the prediction: see 'error %'; 'replay err %' is the simulator's "
+        "error with the run's own op costs, the rest is the profile's)"
     )
     twins = [r for r, s in zip(rows[:-1], schedules, strict=False) if _same(s, schedules[-1])]
     if twins:  # one schedule run twice: how far apart two runs here can land
