@@ -244,8 +244,12 @@ class RankRunner(LaneThreads):
             t.start()
         if progress and self.store.shared:
             counter.start()
-        for t in threads:
+        lanes = len(self.program.lanes)
+        for t in threads[:lanes]:
             t.join()
+        for t in threads[lanes:]:  # receivers: once a thread failed, a peer may never send
+            while t.is_alive() and not self.errors:  # (daemons: a blocked one is left)
+                t.join(POLL)
         self.outgoing.put(None)
         sender.join()
         try:

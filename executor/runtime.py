@@ -27,7 +27,7 @@ message; the cross-rank edges of the DAG become messages:
 **Running.** Each lane is a thread that walks its steps in order. An op waits for its DAG
 predecessors on its own rank and for the prefetch window; memory, weights and gradients
 from other ranks arrive through the waits above. Messages travel on their own process groups
-(one for memory rows, one for weights, one per synchronous group's all-reduce), with tags
+(one for memory rows or tokens, one for weights, one per synchronous group's all-reduce), with tags
 that name the batch, so that lanes never contend for one channel. gloo on CPUs, NCCL on GPUs
 (the same code; `backend`).
 
@@ -94,7 +94,7 @@ def memory_readers(schedule: Schedule) -> list[int]:
 
 def lower(schedule: Schedule, memory: str = "rows") -> dict[int, Program]:
     """One `Program` per rank of the schedule with the `memory` backend (see the module
-    doc)."""
+    doc; the programs are the same for both: a memory message carries rows or a token)."""
     if memory not in MEMORY:
         raise InputError(f"unknown memory backend {memory!r}: use one of {', '.join(MEMORY)}")
     place = schedule.placement()

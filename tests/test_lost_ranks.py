@@ -142,3 +142,42 @@ def test_a_spawned_rank_is_pinned_to_its_own_cores(monkeypatch):
         assert job_cores() == len(cores)  # what the ranks share, not what this one may use
     finally:
         os.sched_setaffinity(0, cores)
+
+
+FAIL_AT_BATCH_5 = """
+import os
+if os.environ.get("RANK") == "1":
+    import time
+
+    import tgpipe.executor.rank as rank
+
+    ready = rank.RankRunner._ready
+
+    def failing(self, op, state):
+        if op == "MEM_FETCH" and state.batch == 5:
+            while self.store.version < 5:  # rank 0's write of batch 4 (and its token) is in:
+                time.sleep(0.01)  # this rank's receiver now waits for one that never comes
+            time.sleep(0.3)
+            raise RuntimeError("injected failure")
+        return ready(self, op, state)
+
+    rank.RankRunner._ready = failing
+"""
+
+
+def test_a_rank_whose_op_fails_ends_the_run_long_before_its_timeout(wikipedia_csv, tmp_path):
+    """An op that raises on one rank of a shared-memory run: the run ends with its error,
+    not after the peers' receives (memory tokens) wait out --timeout."""
+    (tmp_path / "sitecustomize.py").write_text(FAIL_AT_BATCH_5)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    began = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, *_args(wikipedia_csv), "--schedule", "data_parallel", "--nproc", "2"]
+        + ["--epochs", "1", "--memory", "shared", "--timeout", "120"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert run.returncode != 0 and "injected failure" in run.stderr
+    assert time.monotonic() - began < LIMIT  # not the 120 s a receive would wait
