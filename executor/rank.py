@@ -174,7 +174,7 @@ class RankRunner(LaneThreads):
         self.epoch = epoch
         self.store.begin((epoch, 0))
         self.versions = _Versions()
-        if (self.rank, 0) in self.plan.loaded:  # a batch here computes with a copy of it
+        if (self.rank, 0) in self.plan.first_loads:  # a batch here computes with a copy of it
             self.versions.put(0, self.learner.pack())
         self.learner_version = 0
         self._spare += self._models.values()
@@ -393,6 +393,10 @@ class RankRunner(LaneThreads):
             self._models[version] = model
         return model
 
+    def _made(self, batch: int) -> int:
+        """The weight version that the STEP of `batch` makes (its group's steps, done)."""
+        return batch // self.semantics.g + 1
+
     def _ready(self, op: str, state: BatchState):
         """Wait until what `op` reads from other lanes and ranks is there: the memory
         version, the packed weights it computes with (loaded in the op's own time, by
@@ -442,7 +446,7 @@ class RankRunner(LaneThreads):
             if ready is not None:  # taken over: a new storage, the old one stays as it was
                 self.learner.adopt(ready if b in self.plan.adopted else ready.clone())
             step(self.learner, state.grads)
-            self.learner_version = done = b // self.semantics.g + 1
+            self.learner_version = done = self._made(b)
             if b in self.plan.puts:  # someone reads this version
                 shared = b in self.plan.shared  # the learner changes storage before it steps
                 self.versions.put(done, self.learner.flat if shared else self.learner.pack())
@@ -462,14 +466,14 @@ class RankRunner(LaneThreads):
             times = torch.stack([rows.mem_ts, rows.mail_ts], dim=1)
             parts = [torch.tensor([len(nodes)], dtype=torch.int64), nodes, values, times]
         else:
-            parts = [self.versions.get(a.batch // self.semantics.g + 1, self.abort, self.timeout)]
+            parts = [self.versions.get(self._made(a.batch), self.abort, self.timeout)]
         return m, [t.detach().cpu().contiguous() for t in parts]
 
     def _sender(self) -> None:
         while (item := self.outgoing.get()) is not None:
             m, parts = item
             if m.kind == "weights" and self.slots is not None:  # the bytes in shared memory,
-                version = m.action.batch // self.semantics.g + 1
+                version = self._made(m.action.batch)
                 slot = self.slots.publish(
                     epoch=self.epoch, version=version, packed=parts[0], peers=m.peers
                 )
@@ -507,7 +511,7 @@ class RankRunner(LaneThreads):
                 if self.progress:
                     self.progress.update()
             else:
-                version = a.batch // self.semantics.g + 1
+                version = self._made(a.batch)
                 if self.slots is not None:  # a blocking receive wakes at once, polling not
                     slot = torch.empty(1, dtype=torch.int64)
                     dist.recv(slot, src, group=self.pg_weights, tag=tag(a))

@@ -131,7 +131,7 @@ def _rank_main(args: argparse.Namespace) -> None:
         }
         for ranks in process_group_sets(schedule):
             groups[ranks] = dist.new_group(list(ranks), backend="gloo", timeout=timeout)
-        programs = lower(schedule, memory)
+        programs = lower(schedule)
         fd = weights_fd = None
         if memory == "shared":  # every rank on this machine: memory and weights shared
             fd = open_run_file(store, rank, dist.barrier)

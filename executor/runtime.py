@@ -27,9 +27,9 @@ message; the cross-rank edges of the DAG become messages:
 **Running.** Each lane is a thread that walks its steps in order. An op waits for its DAG
 predecessors on its own rank and for the prefetch window; memory, weights and gradients
 from other ranks arrive through the waits above. Messages travel on their own process groups
-(one for memory rows or tokens, one for weights, one per synchronous group's all-reduce), with tags
-that name the batch, so that lanes never contend for one channel. gloo on CPUs, NCCL on GPUs
-(the same code; `backend`).
+(one for memory rows or tokens, one for weights, one per synchronous group's all-reduce),
+with tags that name the batch, so that lanes never contend for one channel. gloo on CPUs,
+NCCL on GPUs (the same code; `backend`).
 
 Batches must run whole on one rank (every family does), and the batches of a synchronous
 group on distinct ranks.
@@ -45,10 +45,7 @@ from tgpipe.dag.build import predecessors
 from tgpipe.errors import InputError
 from tgpipe.schedules.ir import Action, Schedule
 
-__all__ = ["MEMORY", "Message", "Program", "lower", "memory_readers", "process_group_sets", "tag"]
-
-#: The node memory backends of the runtime (see the module doc).
-MEMORY = ("shared", "rows")
+__all__ = ["Message", "Program", "lower", "memory_readers", "process_group_sets", "tag"]
 
 #: Tags, unique within a process group: four per batch for memory rows (size, node ids,
 #: float32 columns, float64 times); the packed learner of a weight message uses the first.
@@ -92,11 +89,9 @@ def memory_readers(schedule: Schedule) -> list[int]:
     return sorted({place[a][0] for a in place if a.op in ("MEM_FETCH", "MEM_SUPPORT")})
 
 
-def lower(schedule: Schedule, memory: str = "rows") -> dict[int, Program]:
-    """One `Program` per rank of the schedule with the `memory` backend (see the module
-    doc; the programs are the same for both: a memory message carries rows or a token)."""
-    if memory not in MEMORY:
-        raise InputError(f"unknown memory backend {memory!r}: use one of {', '.join(MEMORY)}")
+def lower(schedule: Schedule) -> dict[int, Program]:
+    """One `Program` per rank of the schedule (see the module doc), the same for either
+    node memory backend: a memory message carries rows or a token."""
     place = schedule.placement()
     preds = predecessors(schedule.semantics, schedule.n_batches)
     rank_of = {act: loc[0] for act, loc in place.items()}

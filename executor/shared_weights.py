@@ -53,7 +53,7 @@ class SharedSlots:
     def __init__(self, fd: int, *, size: int, world: int, rank: int, timeout: float = 300.0):
         """Map the slots in the open file `fd` (the first to map an empty file sizes it);
         `size`: numbers in a packed learner."""
-        self.fd, self.size, self.world, self.rank, self.timeout = fd, size, world, rank, timeout
+        self.fd, self.rank, self.timeout = fd, rank, timeout
         self.abort: threading.Event | None = None  #: set: waits give up (`Aborted`)
         words = -(-(1 + world) * 8 // 64) * 64 // 8  # 64-byte aligned header
         slot_bytes = words * 8 + -(-size * 4 // 64) * 64
@@ -89,8 +89,8 @@ class SharedSlots:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """A file lock: its system calls order a slot's bytes and its key between processes
-        (one slot has one writer and its readers; the lock is not for mutual exclusion)."""
+        """A file lock: a slot's bytes and its words, written under it, are all visible to
+        the next process that takes it (one slot has one writer and its readers)."""
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             yield
@@ -112,9 +112,8 @@ class SharedSlots:
             self.timeout,
             lambda: f"weights of version {version}: a peer did not read its slot's last version",
         )
-        with self._locked():  # after the peers' reads, before the bytes
+        with self._locked():  # a reader that sees the key takes the lock: the bytes are in
             self._data[k].copy_(packed.reshape(-1))
-        with self._locked():  # the bytes, then the key
             head[0] = epoch * _EPOCH + version
         self._peers[k] = list(peers)
         self._sent += 1
@@ -131,8 +130,7 @@ class SharedSlots:
             self.timeout,
             lambda: f"weights of version {version} never arrived",
         )
-        with self._locked():  # pairs with the publisher's: its bytes are all there
+        with self._locked():  # after the publisher's lock: its bytes are all there
             packed = self._data[k].clone()
-        with self._locked():  # the copy, then the mark
-            head[1 + self.rank] = key
+            head[1 + self.rank] = key  # a publisher takes the lock before it rewrites them
         return packed

@@ -60,9 +60,8 @@ class WeightPlan:
     adopted: frozenset[int]  #: of those, the ones that adopt it without a copy
     puts: frozenset[int]  #: STEPs whose result is kept as a packed version
     shared: frozenset[int]  #: of those, the ones kept without a copy
-    first_loads: frozenset[int]  #: per (rank, version) loaded, its first batch: where it copies
-    sends: frozenset[int]  #: STEPs whose result a weights message carries to other ranks
-    loaded: frozenset[tuple[int, int]]  #: the (rank, version) pairs loaded into a model
+    #: (rank, version) loaded into a model -> the first batch that loads it (where it copies)
+    first_loads: dict[tuple[int, int], int]
 
     @classmethod
     def of(cls, schedule: Schedule) -> WeightPlan:
@@ -86,11 +85,12 @@ class WeightPlan:
         first: dict[tuple[int, int], int] = {}
         for b in sorted(loads):
             first.setdefault((rank[b], weight_version(semantics, b)), b)
-        loaded = set(first)
         takeovers = {b for b in steps if b >= g and b // g - 1 not in stepped[rank[b]]}
-        adopted = {b for b in takeovers if (rank[b], b // g) not in loaded}
-        sends = {m.action.batch for p in lower(schedule).values() for m in p.weight_sends()}
-        puts = set(steps) if s_w else sends
+        adopted = {b for b in takeovers if (rank[b], b // g) not in first}
+        if s_w:
+            puts = set(steps)
+        else:  # the STEPs whose result a weights message carries to other ranks
+            puts = {m.action.batch for p in lower(schedule).values() for m in p.weight_sends()}
 
         def next_is_takeover(b: int) -> bool:
             later = [grp for grp in stepped[rank[b]] if grp > b // g]
@@ -103,9 +103,7 @@ class WeightPlan:
             frozenset(adopted),
             frozenset(puts),
             frozenset(shared),
-            frozenset(first.values()),
-            frozenset(sends),
-            frozenset(loaded),
+            first,
         )
 
     def copies(self) -> tuple[int, int, int]:

@@ -54,6 +54,6 @@ def weight_copies(schedule: Schedule, profile: CostProfile) -> dict[Action, floa
     for copied in (plan.takeovers - plan.adopted, plan.puts - plan.shared):
         for b in copied:
             extra[Action("STEP", b)] += packed
-    for b in plan.first_loads:
+    for b in plan.first_loads.values():
         extra[Action("MEM_ROOT", b)] += profile.copy_time(profile.ops["GRAD_SYNC"].bytes)
     return dict(extra)

@@ -12,7 +12,9 @@ trace row.
 Deliveries between ranks are processes too: a message waits for its source action, holds
 the sender's port (the machine's network card across machines) for bytes / bandwidth, then
 arrives after the link's latency. A memory edge through the shared host store on one machine
-sends only a token (latency). A GRAD_SYNC is a collective: every member waits until all have
+sends only a token (latency); a learner handed to a rank of one machine (`CostProfile.slots`)
+is copied into shared memory on the sender's port, once for every peer, and out by each
+peer after the latency. A GRAD_SYNC is a collective: every member waits until all have
 arrived (and, where the profile measured a `jitter`, for the expected slowest of those that
 arrive together: `_slowest_member`), then all hold their ports for the all-reduce time.
 
@@ -286,16 +288,19 @@ class _Run:
 
     def _transfer(self, src, same_machine, total, link, arrived):
         port = ("port", src) if same_machine else ("nic", self.cluster.machine(src))
-        res = self.ports.setdefault(port, simpy.Resource(self.env, 1))
-        with res.request() as req:
+        with self._port(port).request() as req:
             yield req
             yield self.env.timeout(total - link.latency)  # bytes / bandwidth
         yield self.env.timeout(link.latency)
         arrived.succeed()
 
+    def _port(self, key) -> simpy.Resource:
+        """A sender's port (``("port", rank)``) or a machine's card (``("nic", machine)``)."""
+        return self.ports.setdefault(key, simpy.Resource(self.env, 1))
+
     def _publish(self, src, copy):
         """A learner copied into its shared slot by the sender's thread (its port)."""
-        with self.ports.setdefault(("port", src), simpy.Resource(self.env, 1)).request() as req:
+        with self._port(("port", src)).request() as req:
             yield req
             yield self.env.timeout(copy)
 

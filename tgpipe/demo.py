@@ -122,7 +122,8 @@ def _main(args: argparse.Namespace) -> None:
         "(the search trusts the prediction: see 'error %'; 'replay err %' is the simulator's "
         "error with the run's own op costs, the rest is the profile's)"
     )
-    twins = [r for r, s in zip(rows[:-1], schedules, strict=False) if _same(s, schedules[-1])]
+    families = zip(rows[:-1], schedules[:-1], strict=True)
+    twins = [r for r, s in families if _same(s, schedules[-1])]
     if twins:  # one schedule run twice: how far apart two runs here can land
         _say(
             f"      the found schedule is {twins[0].name} itself: its two runs differ by "
