@@ -3,7 +3,8 @@
 Started by hand it spawns --nproc local ranks the way `tgpipe run` does; under torchrun each
 process is one rank (several machines: rank 0 also measures the link to another machine).
 Every rank times the ops on real batches at once, as in a run, where every rank computes and
-they compete for the machine's cores and memory; rank 0 pools the samples. Then every rank
+they compete for the machine's cores and memory (on a CPU, inside the runtime:
+`tgpipe.executor.runtime_timing`); rank 0 pools the samples. Then every rank
 joins the gradient all-reduce and the ping-pongs (see `tgpipe.executor.profiler`), and
 rank 0 writes the profile (``compute`` says whether the ops ran on a CPU or a GPU).
 
@@ -103,6 +104,7 @@ def _rank_main(args: argparse.Namespace) -> None:
 
     from tgpipe.executor.launch import pin_rank
     from tgpipe.executor.profiler import measure_links, measure_ops, time_allreduce
+    from tgpipe.executor.runtime_timing import time_in_runtime
     from tgpipe.progress import Progress
 
     _counts(args)
@@ -129,12 +131,27 @@ def _rank_main(args: argparse.Namespace) -> None:
             _profile_snapshots(args, seq, device, rank, world, alone[rank], nodes)
             return
         total = args.warmup + args.repeat
+        in_runtime = device.type == "cpu"  # the runtime records no CUDA events yet
         with Progress(
-            total, "profile ops", "batch", stream=sys.stderr if rank == 0 else None
+            total * (1 + in_runtime),
+            "profile ops",
+            "batch",
+            stream=sys.stderr if rank == 0 else None,
         ) as bar:
             samples = measure_ops(
                 stream, config, args.warmup, args.repeat, group=alone[rank], progress=bar
             )
+            if in_runtime:  # the ops' seconds as the runtime pays them, GRAD_SYNC's aside
+                seconds, batches = time_in_runtime(
+                    stream,
+                    config,
+                    args.warmup,
+                    args.repeat,
+                    shared=len(set(nodes)) == 1,
+                    progress=bar,
+                )
+                seconds["GRAD_SYNC"] = samples.seconds["GRAD_SYNC"]
+                samples = dataclasses.replace(samples, seconds=seconds, batches=batches)
         pooled = [None] * world if rank == 0 else None
         dist.gather_object(samples.seconds, pooled)  # every rank's samples, as they ran together
         if rank == 0:
@@ -167,8 +184,14 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         f"Measured by 'tgpipe profile' on {name} ({device.type}, {args.threads} torch "
         f"thread(s) per rank), data {graph.name} ({graph.n_events:,} events), batches of "
         f"{args.batch_size}: each op's median and median absolute deviation over "
-        f"{args.repeat} training batches run in order after {args.warmup} warm-up batches. "
-        "GRAD_SYNC's median is its local overhead; allreduce: the whole all-reduce measured "
+        f"{args.repeat} training batches run in order after {args.warmup} warm-up batches, "
+        + (
+            "by the runtime itself on the sequential schedule (lane threads, a run's memory "
+            "store), as an op costs in a run; GRAD_SYNC's from a loop of the ops. "
+            if device.type == "cpu"
+            else "one op after another. "
+        )
+        + "GRAD_SYNC's median is its local overhead; allreduce: the whole all-reduce measured "
         "on these ranks (elsewhere its messages are costed from the link). "
         "batch_scale: each training batch's ops over the sum of their medians "
         "(1 where unmeasured). copy_bandwidth: packing and unpacking the learner "

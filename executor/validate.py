@@ -73,13 +73,23 @@ class Fidelity:
 
 
 def measured_costs(trace: Trace) -> dict[Action, float]:
-    """Each action's seconds in a measured run, without its waits (the runtime times an op
-    from when its inputs are there). The members of an all-reduce also wait inside it for
-    the last one to arrive: each is given the group's shortest, the last arrival's, which is
-    the all-reduce itself."""
+    """Each action's seconds in a measured run, without its waits: its dispatch included,
+    as the profile counts it (`tgpipe.executor.runtime_timing.op_seconds`; the snapshot
+    workload's profile does not: there, each row's length). The members of an all-reduce
+    also wait inside it for the last one to arrive: each is given the group's shortest, the
+    last arrival's, which is the all-reduce itself."""
+    from tgpipe.dag.build import predecessors
+    from tgpipe.dag.semantics import Semantics
+    from tgpipe.executor.runtime_timing import op_seconds
+
     one = trace.meta.get("workload") == "snapshot"  # one all-reduce at the epoch's end
     g = 1 if one else trace.meta["semantics"][2]
-    costs = {Action(r.op, r.batch): r.end - r.start for r in trace.rows}
+    if one:
+        costs = {Action(r.op, r.batch): r.end - r.start for r in trace.rows}
+    else:
+        n = 1 + max(r.batch for r in trace.rows)
+        preds = predecessors(Semantics(*trace.meta["semantics"]), n)
+        costs = {Action(*a): s for a, s in op_seconds(trace.rows, preds).items()}
     groups: dict[int, list[Action]] = defaultdict(list)
     for act in costs:
         if act.op == "GRAD_SYNC":

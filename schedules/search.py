@@ -22,7 +22,8 @@ structures are visited from the lowest bound up, and one whose bound cannot beat
 period found so far is skipped, since no order of its lanes could. A visited structure is
 simulated over a steady-state window with its default lane order (and a lagging step where
 its staleness allows one); the few best structures then get a coordinate descent over the
-lane-order knobs. The best schedule is re-checked on a full run. The search
+lane-order knobs. The best schedule and the best family are re-checked on a full run, and
+the same rule picks between them, unless the family is faster. The search
 is deterministic; `seed` only breaks ties between structures of equal bound.
 """
 
@@ -46,7 +47,8 @@ from tgpipe.simulator.sim import simulate
 
 __all__ = ["Candidate", "Evaluated", "SearchResult", "pareto_front", "search"]
 
-#: Periods within this fraction of the best count as equal; ties go to less staleness.
+#: Periods within this fraction of the best count as equal; ties go to less staleness, then
+#: to fewer ranks, then to a hand-written family.
 TIE = 0.005
 
 #: The lane-order knobs of `pipeline` and the values the search tries.
@@ -159,10 +161,14 @@ def _divisors(n: int) -> list[int]:
 
 
 def _choose(results: list[Evaluated]) -> Evaluated:
-    """Fastest; among those within `TIE` of it, the least stale, then the fewest ranks."""
+    """Fastest; among those within `TIE` of it, the least stale, then the fewest ranks, then
+    a hand-written family (a schedule users know, where the simulator sees no difference)."""
     fastest = min(r.period for r in results)
     close = [r for r in results if r.period <= fastest * (1 + TIE)]
-    return min(close, key=lambda r: (r.staleness(), r.schedule.n_ranks, r.bubble, r.period))
+    return min(
+        close,
+        key=lambda r: (r.staleness(), r.schedule.n_ranks, r.family is None, r.bubble, r.period),
+    )
 
 
 def search(
@@ -277,9 +283,10 @@ def search(
     chosen = _choose(evaluated)
     best_family = _choose([r for r in evaluated if r.family])
     full = [_full_run(r.candidate, profile, n_batches, per_machine) for r in (chosen, best_family)]
-    if full[1].period < full[0].period:  # the windows misjudged: the full runs decide
-        full[0] = full[1]
-    return SearchResult(full[0], full[1], evaluated, pruned, time.perf_counter() - start)
+    best = _choose(full)  # the windows may misjudge: the full runs decide, by the same rule,
+    if full[1].period < best.period:  # and never for a schedule slower than a family
+        best = full[1]
+    return SearchResult(best, full[1], evaluated, pruned, time.perf_counter() - start)
 
 
 def _descend(start: Evaluated, evaluate: Callable[[Candidate], Evaluated | None]) -> Evaluated:

@@ -6,7 +6,7 @@ from tgpipe.dag import OPS, load_profile, lower_bound
 from tgpipe.dag.semantics import Semantics
 from tgpipe.errors import InputError
 from tgpipe.schedules import family, validate
-from tgpipe.schedules.search import Candidate, Evaluated, pareto_front, search
+from tgpipe.schedules.search import Candidate, Evaluated, _choose, pareto_front, search
 
 
 def test_resource_bound_case_is_zero_bubble():
@@ -104,3 +104,13 @@ def test_pareto_front_by_hand():
 def test_bad_budget():
     with pytest.raises(InputError, match="memory staleness budget must be an integer >= 0"):
         search(load_profile("gpu-illustrative"), max_memory_staleness=-1)
+
+
+def test_a_tie_goes_to_the_hand_written_family():
+    """Where the simulator sees no difference, the search answers with a schedule users
+    know: the family, even if the other has fewer bubbles in the last digits."""
+    found, known = _fake(200, (0, 1, 1)), _fake(200, (0, 1, 1))
+    found = found._replace(bubble=0.01)
+    known = known._replace(candidate=known.candidate._replace(family="pipetgl"), bubble=0.02)
+    assert _choose([found, known]) is known
+    assert _choose([found, _fake(100, (0, 1, 1))]) is found  # not a tie: the faster

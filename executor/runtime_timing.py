@@ -1,0 +1,108 @@
+"""The ops timed where they run: sequential training through the runtime itself.
+
+**Why.** Timed one after another in a plain loop (`tgpipe.executor.profiler.measure_ops`),
+the ops cost less than the same ops inside ``tgpipe run``. Measured on the synthetic data
+(1 rank alone, three pairs of runs): SAMPLE 13-29 % more in the run, MEM_ROOT 28-30 %,
+MEM_WRITE 43-47 %, FWD 8-17 %, BWD 1-8 %, STEP 15-21 %; fed the loop's costs, the
+simulator predicted the families 8-27 % too fast (2 ranks, two runs). The reasons are the
+runtime's:
+
+- each lane is a thread; while one lane's op runs, the lanes it wakes run their own Python
+  (the wait that ends, the next batch opened, the bookkeeping) on the rank's core, and that
+  time lands in the op's (MEM_ROOT: 1.25 ms of wall time for 0.98 ms of its thread's CPU);
+- the shared store keeps an undo record per write and takes a file lock;
+- the lanes interleave batches, so an op finds other data in the caches than in the loop.
+
+So on a CPU each rank trains the `sequential` schedule through `RankRunner`, with the memory
+backend its runs would have and every rank at once (as they run), and each op's seconds are
+read from its trace rows: from the end of the op before it on the rank (the runtime runs one
+at a time on a CPU) to its own end. The pause between the two is the op's dispatch (its lane
+thread woken, the runner's bookkeeping: 2-4 % of a sequential epoch here, 0.02-0.2 ms per
+op), which a run pays for every op and the simulator has no other place for. The simulator
+then starts from what the runtime pays for an op.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from tgpipe.dag.ops import OPS
+from tgpipe.executor.model import TGNConfig
+from tgpipe.executor.stream import TRAIN, Stream
+from tgpipe.progress import Progress
+from tgpipe.trace import TraceRow
+
+__all__ = ["op_seconds", "time_in_runtime"]
+
+
+def time_in_runtime(
+    stream: Stream,
+    config: TGNConfig,
+    warmup: int,
+    repeat: int,
+    *,
+    shared: bool,
+    progress: Progress | None = None,
+) -> tuple[dict[str, list[float]], list[tuple[int, int]]]:
+    """Seconds of every op (its dispatch included) in `repeat` training batches after
+    `warmup`, run by the runtime on the sequential schedule (`shared`: on the shared host
+    memory store, else on a replica), and the (epoch, batch) of each measured batch, in
+    order. Not GRAD_SYNC: the sequential schedule has none."""
+    from tgpipe.executor.rank import RankRunner
+    from tgpipe.executor.runtime import lower
+    from tgpipe.executor.shared_store import shared_folder
+    from tgpipe.schedules.families import sequential
+
+    n = stream.n_batches(TRAIN)
+    schedule = sequential(None, 1, n)  # its lanes do not depend on costs
+    (program,) = lower(schedule).values()
+    fd = None
+    if shared:  # a store of this process alone, as `SharedStore.create` makes
+        fd, path = tempfile.mkstemp(prefix="tgpipe-profile-", dir=shared_folder())
+        os.unlink(path)
+    groups = {"memory": None, "weights": None}  # one rank: no messages
+    runner = RankRunner(0, schedule, program, stream, config, groups=groups, shared_memory=fd)
+    per_batch: dict[int, dict[str, float]] = defaultdict(dict)
+    total = warmup + repeat
+    for epoch in range((total + n - 1) // n):
+        gc.collect()  # as `tgpipe run` does between epochs
+        runner.begin_epoch(epoch)
+        hi = min(n, total - epoch * n)
+        runner.run_batches(0, hi)
+        for (op, batch), took in op_seconds(runner.end_epoch().rows, {}).items():
+            if epoch * n + batch >= warmup:
+                per_batch[epoch * n + batch][op] = took
+        if progress:
+            progress.update(hi, note="in the runtime")
+    measured = sorted(per_batch)
+    ran = [op for op in OPS if op in per_batch[measured[0]]]
+    seconds = {op: [per_batch[k][op] for k in measured] for op in ran}
+    return seconds, [divmod(k, n) for k in measured]
+
+
+def op_seconds(rows: Iterable[TraceRow], preds: Mapping) -> dict[tuple[str, int], float]:
+    """(op, batch) -> its seconds in a run's trace `rows`, its dispatch included: from the end
+    of the op before it on its rank (a CPU rank runs one at a time), where that op is what
+    it waited for; from its own start where it waited for a predecessor on another rank
+    (`preds`: the DAG's, as `tgpipe.dag.build.predecessors` gives them; the simulator
+    charges that wait as the message's), and for GRAD_SYNC (an all-reduce waits for its
+    peers inside it). On a trace of the simulator, where nothing waits for a dispatch, this
+    is each row's own length."""
+    rows = list(rows)
+    where = {(r.op, r.batch): r for r in rows}
+    seconds = {}
+    for rank in {r.rank for r in rows}:
+        before = None  #: the end of the ops before, on this rank
+        for r in sorted((r for r in rows if r.rank == rank), key=lambda r: r.start):
+            begin = r.start
+            if before is not None and r.op != "GRAD_SYNC":
+                ends = [where[p].end for p, _ in preds.get((r.op, r.batch), ()) if p in where]
+                if max(ends, default=before) <= before:  # the rank was what it waited for
+                    begin = min(r.start, before)
+            seconds[r.op, r.batch] = r.end - begin
+            before = r.end if before is None else max(before, r.end)
+    return seconds

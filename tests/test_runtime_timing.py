@@ -1,0 +1,76 @@
+"""The profile's op seconds come from the runtime, on both memory backends."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tgpipe.dag import OPS
+from tgpipe.executor.model import TGNConfig
+from tgpipe.executor.rank import RankRunner
+from tgpipe.executor.runtime_timing import time_in_runtime
+from tgpipe.executor.stream import TRAIN, Stream
+
+SMALL = TGNConfig(memory_dim=8, time_dim=4, embed_dim=8)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-store", "replica"])
+def test_every_op_of_the_batches_after_the_warm_up_across_epochs(wiki_slice, shared):
+    stream = Stream(wiki_slice, 600)
+    n = stream.n_batches(TRAIN)
+    seconds, batches = time_in_runtime(stream, SMALL, n - 1, 3, shared=shared)
+    assert batches == [(0, n - 1), (1, 0), (1, 1)]  # the warm-up ends inside epoch 0
+    assert set(seconds) == set(OPS) - {"GRAD_SYNC"}  # one rank: nothing to all-reduce
+    assert all(len(s) == 3 and min(s) > 0 for s in seconds.values())
+
+
+def test_an_op_is_timed_as_the_runtime_runs_it(wiki_slice, monkeypatch):
+    """What the runner spends inside an op (here a pause in FWD) is in that op's seconds."""
+    run_op = RankRunner._run_op
+
+    def slow_fwd(self, op, state, ready):
+        run_op(self, op, state, ready)
+        if op == "FWD":
+            time.sleep(0.02)
+
+    monkeypatch.setattr(RankRunner, "_run_op", slow_fwd)
+    seconds, _ = time_in_runtime(Stream(wiki_slice, 600), SMALL, 1, 2, shared=True)
+    assert min(seconds["FWD"]) >= 0.02 > max(seconds["BWD"])
+
+
+def test_the_pause_before_an_op_is_counted_as_its_own(wiki_slice, monkeypatch):
+    """The runtime's dispatch of an op (here a pause before BWD, outside its trace row) is
+    in its seconds: a run pays it, and the simulator has no other place for it."""
+    ready = RankRunner._ready
+
+    def slow_dispatch(self, op, state):
+        if op == "BWD":
+            time.sleep(0.02)
+        return ready(self, op, state)
+
+    monkeypatch.setattr(RankRunner, "_ready", slow_dispatch)
+    seconds, _ = time_in_runtime(Stream(wiki_slice, 600), SMALL, 1, 2, shared=True)
+    assert min(seconds["BWD"]) >= 0.02 > max(seconds["FWD"])
+
+
+def test_a_dispatch_is_counted_only_where_the_rank_was_what_the_op_waited_for():
+    from tgpipe.dag.build import predecessors
+    from tgpipe.dag.semantics import Semantics
+    from tgpipe.executor.runtime_timing import op_seconds
+    from tgpipe.trace import TraceRow
+
+    rows = [  # pipetgl(2): batch 1's MEM_FETCH on rank 1 reads batch 0's write on rank 0
+        TraceRow(0, "gpu", "MEM_ROOT", 0, 0.0, 0.2),
+        TraceRow(0, "d2h", "MEM_WRITE", 0, 0.25, 0.5),  # 0.05 of dispatch: its own
+        TraceRow(1, "cpu", "SAMPLE", 1, 0.0, 0.1),
+        TraceRow(1, "h2d", "MEM_FETCH", 1, 0.6, 0.7),  # waited for rank 0: the message's
+        TraceRow(1, "net", "GRAD_SYNC", 1, 0.8, 0.9),
+    ]
+    seconds = op_seconds(rows, predecessors(Semantics(0, 1, 1), 2))
+    assert seconds["MEM_WRITE", 0] == pytest.approx(0.3)
+    assert seconds["MEM_FETCH", 1] == pytest.approx(0.1)
+    assert seconds["GRAD_SYNC", 1] == pytest.approx(0.1)  # an all-reduce waits inside
+    assert seconds["MEM_ROOT", 0] == seconds["SAMPLE", 1] * 2 == pytest.approx(0.2)
+    # without the cross-rank edge the rank itself was the wait
+    assert op_seconds(rows, {})["MEM_FETCH", 1] == pytest.approx(0.6)
