@@ -197,10 +197,17 @@ class CostProfile:
         if same_rank:
             return 0.0
         if kind == "param" and self.slots(memory, machines):
-            return self.intra.latency + 2 * self.copy_time(nbytes)
+            return sum(self.slot_handoff(nbytes))
         if kind == "memory" and memory == "host" and same_machine:
             nbytes = 0
         return self.transfer_time(nbytes, inter=not same_machine)
+
+    def slot_handoff(self, nbytes: float) -> tuple[float, float]:
+        """A learner of `nbytes` handed on through the slots, in its two parts: the
+        sender's copy in (once, for every peer), then a peer's wait, the token's latency and
+        its copy out."""
+        copy = self.copy_time(nbytes)
+        return copy, self.intra.latency + copy
 
     def slots(self, memory: str, machines: int) -> bool:
         """Whether a run hands packed learners between ranks through shared memory

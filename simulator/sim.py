@@ -273,10 +273,10 @@ class _Run:
             else:
                 nbytes = self.workload.edge_bytes(self.p, act, kind)
             if kind == "param" and self.p.slots(self.s.memory, self.cluster.machines):
-                copy = self.p.copy_time(nbytes)
+                copy_in, copy_out = self.p.slot_handoff(nbytes)
                 if published is None:  # one copy in, on the sender's port, for every peer
-                    published = self.env.process(self._publish(src, copy))
-                self.env.process(self._take(published, self.p.intra.latency + copy, arrived))
+                    published = self.env.process(self._publish(src, copy_in))
+                self.env.process(self._take(published, copy_out, arrived))
                 continue
             machines = self.cluster.machines
             total = self.p.edge_delay(kind, nbytes, False, same_machine, self.s.memory, machines)
