@@ -2,10 +2,10 @@
 
 **Why.** Timed one after another in a plain loop (`tgpipe.executor.profiler.measure_ops`),
 the ops cost less than the same ops inside ``tgpipe run``. Measured on the synthetic data
-(1 rank alone, three pairs of runs): SAMPLE 13-29 % more in the run, MEM_ROOT 28-30 %,
-MEM_WRITE 43-47 %, FWD 8-17 %, BWD 1-8 %, STEP 15-21 %; fed the loop's costs, the
-simulator predicted the families 8-27 % too fast (2 ranks, two runs). The reasons are the
-runtime's:
+(1 rank alone, three pairs of runs), a batch's ops cost 8-13 % more in the run: SAMPLE
+13-29 %, MEM_ROOT 28-30 %, MEM_WRITE 43-47 %, FWD 8-17 %, BWD 1-8 %, STEP 15-21 %. Fed the
+loop's costs, the simulator predicted the families 8-27 % too fast (2 ranks, two runs).
+The reasons are the runtime's:
 
 - each lane is a thread; while one lane's op runs, the lanes it wakes run their own Python
   (the wait that ends, the next batch opened, the bookkeeping) on the rank's core, and that
@@ -65,19 +65,23 @@ def time_in_runtime(
         fd, path = tempfile.mkstemp(prefix="tgpipe-profile-", dir=shared_folder())
         os.unlink(path)
     groups = {"memory": None, "weights": None}  # one rank: no messages
-    runner = RankRunner(0, schedule, program, stream, config, groups=groups, shared_memory=fd)
     per_batch: dict[int, dict[str, float]] = defaultdict(dict)
     total = warmup + repeat
-    for epoch in range((total + n - 1) // n):
-        gc.collect()  # as `tgpipe run` does between epochs
-        runner.begin_epoch(epoch)
-        hi = min(n, total - epoch * n)
-        runner.run_batches(0, hi)
-        for (op, batch), took in op_seconds(runner.end_epoch().rows, {}).items():
-            if epoch * n + batch >= warmup:
-                per_batch[epoch * n + batch][op] = took
-        if progress:
-            progress.update(hi, note="in the runtime")
+    try:
+        runner = RankRunner(0, schedule, program, stream, config, groups=groups, shared_memory=fd)
+        for epoch in range((total + n - 1) // n):
+            gc.collect()  # as `tgpipe run` does between epochs
+            runner.begin_epoch(epoch)
+            hi = min(n, total - epoch * n)
+            runner.run_batches(0, hi)
+            for (op, batch), took in op_seconds(runner.end_epoch().rows, {}).items():
+                if epoch * n + batch >= warmup:
+                    per_batch[epoch * n + batch][op] = took
+            if progress:
+                progress.update(hi, note="in the runtime")
+    finally:
+        if fd is not None:  # the runner is done: its unlinked file goes with its mapping
+            os.close(fd)
     measured = sorted(per_batch)
     ran = [op for op in OPS if op in per_batch[measured[0]]]
     seconds = {op: [per_batch[k][op] for k in measured] for op in ran}
@@ -85,24 +89,31 @@ def time_in_runtime(
 
 
 def op_seconds(rows: Iterable[TraceRow], preds: Mapping) -> dict[tuple[str, int], float]:
-    """(op, batch) -> its seconds in a run's trace `rows`, its dispatch included: from the end
-    of the op before it on its rank (a CPU rank runs one at a time), where that op is what
-    it waited for; from its own start where it waited for a predecessor on another rank
-    (`preds`: the DAG's, as `tgpipe.dag.build.predecessors` gives them; the simulator
-    charges that wait as the message's), and for GRAD_SYNC (an all-reduce waits for its
-    peers inside it). On a trace of the simulator, where nothing waits for a dispatch, this
-    is each row's own length."""
+    """(op, batch) -> its seconds in the trace `rows` of one epoch, its dispatch included:
+    from the moment its rank could start it (the end of the rank's op before it, an
+    all-reduce aside, and of its predecessors on the rank: `preds`, the DAG's, as
+    `tgpipe.dag.build.predecessors` gives them) to its end. Not for an op that waits for
+    another rank: one with a predecessor there (the simulator charges that wait as the
+    message's), a MEM_WRITE whose batch's predecessor wrote there (the shared store applies
+    writes in batch order), and GRAD_SYNC (an all-reduce waits for its peers inside it):
+    those are timed from their own start. So on a trace of the simulator, where nothing
+    waits for a dispatch, this is each row's own length."""
     rows = list(rows)
     where = {(r.op, r.batch): r for r in rows}
+    if len(where) < len(rows):
+        raise ValueError("a trace of several epochs: op seconds are read from one epoch")
     seconds = {}
     for rank in {r.rank for r in rows}:
-        before = None  #: the end of the ops before, on this rank
+        before = None  #: the end of this rank's ops so far, all-reduces aside
         for r in sorted((r for r in rows if r.rank == rank), key=lambda r: r.start):
+            waits = [where[p] for p, _ in preds.get((r.op, r.batch), ()) if p in where]
+            if r.op == "MEM_WRITE" and ("MEM_WRITE", r.batch - 1) in where:
+                waits.append(where["MEM_WRITE", r.batch - 1])
             begin = r.start
             if before is not None and r.op != "GRAD_SYNC":
-                ends = [where[p].end for p, _ in preds.get((r.op, r.batch), ()) if p in where]
-                if max(ends, default=before) <= before:  # the rank was what it waited for
-                    begin = min(r.start, before)
+                if all(w.rank == rank for w in waits):  # the rank was what it waited for
+                    begin = min(r.start, max([before, *(w.end for w in waits)]))
             seconds[r.op, r.batch] = r.end - begin
-            before = r.end if before is None else max(before, r.end)
+            if r.op != "GRAD_SYNC":
+                before = r.end if before is None else max(before, r.end)
     return seconds

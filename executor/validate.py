@@ -84,7 +84,7 @@ def measured_costs(trace: Trace) -> dict[Action, float]:
 
     one = trace.meta.get("workload") == "snapshot"  # one all-reduce at the epoch's end
     g = 1 if one else trace.meta["semantics"][2]
-    if one:
+    if one or not trace.rows:
         costs = {Action(r.op, r.batch): r.end - r.start for r in trace.rows}
     else:
         n = 1 + max(r.batch for r in trace.rows)

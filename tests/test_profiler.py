@@ -53,6 +53,7 @@ def test_the_profile_loads_back_measured_with_every_op(measured):
     assert p.to_dict() == json.loads(path.read_text())
     assert p.source == "measured" and p.name == "p" and p.batch_size == 600
     assert p.device and p.cpu_cores >= 1 and "tgpipe profile" in p.note
+    assert "by the runtime itself on the sequential schedule" in p.note  # on a CPU
     assert list(p.ops) == list(OPS)
     for op, cost in p.ops.items():
         assert cost.median > 0 and cost.spread >= 0, op

@@ -74,3 +74,36 @@ def test_a_dispatch_is_counted_only_where_the_rank_was_what_the_op_waited_for():
     assert seconds["MEM_ROOT", 0] == seconds["SAMPLE", 1] * 2 == pytest.approx(0.2)
     # without the cross-rank edge the rank itself was the wait
     assert op_seconds(rows, {})["MEM_FETCH", 1] == pytest.approx(0.6)
+
+
+def test_an_all_reduce_beside_the_ops_neither_hides_their_dispatch_nor_gets_one():
+    from tgpipe.dag.build import predecessors
+    from tgpipe.dag.semantics import Semantics
+    from tgpipe.executor.runtime_timing import op_seconds
+    from tgpipe.trace import TraceRow
+
+    rows = [  # data_parallel(2), rank 0: batch 0's all-reduce runs while batch 2 starts
+        TraceRow(0, "gpu", "BWD", 0, 0.0, 1.0),
+        TraceRow(0, "net", "GRAD_SYNC", 0, 1.0, 1.5),
+        TraceRow(0, "cpu", "SAMPLE", 2, 1.1, 1.2),  # 0.1 of dispatch after BWD
+        TraceRow(0, "gpu", "STEP", 0, 1.6, 1.7),  # 0.1 after the all-reduce it waits for
+        TraceRow(1, "net", "GRAD_SYNC", 1, 1.2, 1.5),
+    ]
+    seconds = op_seconds(rows, predecessors(Semantics(0, 0, 2), 4))
+    assert seconds["SAMPLE", 2] == pytest.approx(0.2)
+    assert seconds["STEP", 0] == pytest.approx(0.2)
+    assert seconds["GRAD_SYNC", 0] == pytest.approx(0.5)  # its own length: it waits inside
+
+
+def test_a_write_waits_for_the_write_before_it_and_a_trace_is_one_epoch():
+    from tgpipe.executor.runtime_timing import op_seconds
+    from tgpipe.trace import TraceRow
+
+    rows = [
+        TraceRow(0, "d2h", "MEM_WRITE", 0, 0.0, 0.5),
+        TraceRow(1, "gpu", "MEM_ROOT", 1, 0.0, 0.1),
+        TraceRow(1, "d2h", "MEM_WRITE", 1, 0.5, 0.6),  # the store took it after batch 0's
+    ]
+    assert op_seconds(rows, {})["MEM_WRITE", 1] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="several epochs"):
+        op_seconds([*rows, rows[0]._replace(start=1.0, end=1.5)], {})

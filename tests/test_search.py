@@ -6,7 +6,14 @@ from tgpipe.dag import OPS, load_profile, lower_bound
 from tgpipe.dag.semantics import Semantics
 from tgpipe.errors import InputError
 from tgpipe.schedules import family, validate
-from tgpipe.schedules.search import Candidate, Evaluated, _choose, pareto_front, search
+from tgpipe.schedules.search import (
+    Candidate,
+    Evaluated,
+    _choose,
+    _final,
+    pareto_front,
+    search,
+)
 
 
 def test_resource_bound_case_is_zero_bubble():
@@ -114,3 +121,14 @@ def test_a_tie_goes_to_the_hand_written_family():
     known = known._replace(candidate=known.candidate._replace(family="pipetgl"), bubble=0.02)
     assert _choose([found, known]) is known
     assert _choose([found, _fake(100, (0, 1, 1))]) is found  # not a tie: the faster
+
+
+def test_the_answer_is_never_slower_than_the_best_family():
+    family = _fake(200, (0, 1, 1))
+    family = family._replace(candidate=family.candidate._replace(family="pipetgl"))
+    assert _final(_fake(200, (0, 1, 1)), family) is family  # a tie: the family
+    assert _final(_fake(200, (0, 0, 1)), family).staleness() == (0, 0, 1)  # a tie, less stale
+    faster_family = family._replace(period=family.period * 0.999)
+    assert _final(_fake(200, (0, 0, 1)), faster_family) is faster_family
+    found = _fake(250, (0, 1, 1))
+    assert _final(found, family) is found

@@ -87,6 +87,11 @@ def test_replay_takes_each_actions_own_cost_and_the_last_arrival_of_an_all_reduc
     costs = measured_costs(Trace(rows, {"semantics": [0, 0, 2]}))
     assert costs[Action("GRAD_SYNC", 0)] == costs[Action("GRAD_SYNC", 1)] == pytest.approx(0.1)
     assert costs[Action("FWD", 0)] == pytest.approx(0.3)
+    # a run's pause before an op, which the profile counts in (`op_seconds`), counts here too
+    paused = [*rows, TraceRow(0, "gpu", "BWD", 0, 0.4, 0.6)]
+    assert measured_costs(Trace(paused, {"semantics": [0, 0, 2]}))[
+        Action("BWD", 0)
+    ] == pytest.approx(0.3)
     profile = load_profile("gpu-illustrative")
     schedule = family("sequential", profile, 1, 4)
     slow = simulate(schedule, profile, costs={Action("BWD", 2): 1.0})
