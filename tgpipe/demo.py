@@ -135,9 +135,9 @@ def _verdict(rows, schedules) -> list[str]:
         )
         if fastest:
             n = sum(run <= fastest.measured for run in (twins[0].measured, found.measured))
+            runs = ("neither run was", "one of its two runs was", "both runs were")[n]
             lines.append(
-                f"{('neither run', 'one of its two runs', 'both runs')[n]} at least as fast as "
-                f"every other family (the fastest, {fastest.name}: "
+                f"{runs} at least as fast as every other family (the fastest, {fastest.name}: "
                 f"{fastest.measured * 1e3:.2f} ms)"
             )
     else:
