@@ -94,10 +94,10 @@ def op_seconds(rows: Iterable[TraceRow], preds: Mapping) -> dict[tuple[str, int]
     all-reduce aside, and of its predecessors on the rank: `preds`, the DAG's, as
     `tgpipe.dag.build.predecessors` gives them) to its end. Not for an op that waits for
     another rank: one with a predecessor there (the simulator charges that wait as the
-    message's), a MEM_WRITE whose batch's predecessor wrote there (the shared store applies
-    writes in batch order), and GRAD_SYNC (an all-reduce waits for its peers inside it):
-    those are timed from their own start. So on a trace of the simulator, where nothing
-    waits for a dispatch, this is each row's own length."""
+    message's), a MEM_WRITE after a write of the batch before on another rank (the shared
+    store applies writes in batch order), and GRAD_SYNC (an all-reduce waits for its peers
+    inside it): those are timed from their own start. So on a trace of the simulator,
+    where nothing waits for a dispatch, this is each row's own length."""
     rows = list(rows)
     where = {(r.op, r.batch): r for r in rows}
     if len(where) < len(rows):
