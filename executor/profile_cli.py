@@ -452,7 +452,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="measure every op's cost and the links between ranks: a measured CostProfile",
         description="Time each op of TGN training (the code 'tgpipe run' runs) on real "
         "batches of the data, in training order after warm-up batches: median and spread "
-        "(median absolute deviation) per op, and the bytes it moves. With several ranks, "
+        "(median absolute deviation) per op, and the bytes it moves. On a CPU the ops run "
+        "inside the runtime itself (the sequential schedule, lane threads and all), and an "
+        "op's time includes the runtime's pause before it. With several ranks, "
         "also the latency and bandwidth between them (ping-pong) and the gradient "
         "all-reduce. Writes a CostProfile for 'tgpipe simulate --profile' and 'tgpipe search "
         "--profile'. With --workload snapshot, the ops of the snapshot model (GCN + GRU) on "
