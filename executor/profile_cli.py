@@ -186,8 +186,10 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         f"{args.batch_size}: each op's median and median absolute deviation over "
         f"{args.repeat} training batches run in order after {args.warmup} warm-up batches, "
         + (
-            "by the runtime itself on the sequential schedule (lane threads, the kind of memory "
-            "store a run uses), as an op costs in a run; GRAD_SYNC's from a loop of the ops. "
+            "by the runtime itself on the sequential schedule (lane threads, "
+            + ("a shared memory store" if len(set(nodes)) == 1 else "a memory replica")
+            + ", as runs on these ranks use), as an op costs in a run; GRAD_SYNC's from a "
+            "loop of the ops. "
             if device.type == "cpu"
             else "one op after another. "
         )

@@ -54,6 +54,7 @@ def test_the_profile_loads_back_measured_with_every_op(measured):
     assert p.source == "measured" and p.name == "p" and p.batch_size == 600
     assert p.device and p.cpu_cores >= 1 and "tgpipe profile" in p.note
     assert "by the runtime itself on the sequential schedule" in p.note  # on a CPU
+    assert "a shared memory store" in p.note  # every rank on one machine
     assert list(p.ops) == list(OPS)
     for op, cost in p.ops.items():
         assert cost.median > 0 and cost.spread >= 0, op
@@ -79,6 +80,39 @@ def test_one_rank_still_writes_a_profile_with_a_loopback_link(tmp_path):
     p = load_profile(tmp_path / "one.json")
     assert p.intra.latency > 0 and p.inter == p.intra and "allreduce" not in p.meta
     assert "TCP loopback" in p.meta["links"]["intra"]["how"] and "TCP loopback" in p.note
+
+
+def test_two_machines_profile_the_link_between_them_and_time_the_ops_on_replicas(tmp_path):
+    """torchrun --nnodes 2 on loopback: each "machine" times its ops in the runtime on a
+    memory replica (as runs across machines use) and rank 0 measures the link between."""
+    from tgpipe.executor.launch import free_port
+
+    port = str(free_port())
+    launchers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2"]
+            + ["--nproc-per-node", "1", "--node-rank", str(node), "--master-addr", "127.0.0.1"]
+            + ["--master-port", port, "-m", "tgpipe", "profile"]
+            + ["--data", "synthetic:300,3000", "--warmup", "1", "--repeat", "3"]
+            + ["-o", str(tmp_path / f"p{node}.json")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    try:
+        errors = [p.communicate(timeout=120)[1] for p in launchers]
+    finally:
+        for p in launchers:
+            p.kill()
+    assert [p.returncode for p in launchers] == [0, 0], errors[0][-2000:]
+    p = load_profile(tmp_path / "p0.json")
+    assert (
+        "by the runtime itself on the sequential schedule (lane threads, a memory replica" in p.note
+    )
+    assert "rank 0 with rank 1 over gloo" in p.meta["links"]["inter"]["how"]
+    assert all(p.ops[op].median > 0 for op in OPS)
 
 
 def test_bytes_are_those_of_the_catalog_and_the_model(measured):
