@@ -9,6 +9,8 @@ leave them waiting forever, and exits with the failed child's status.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -17,7 +19,15 @@ import sys
 import time
 from collections.abc import Callable
 
-__all__ = ["free_port", "job_cores", "pin_rank", "run_ranks", "spawn", "under_launcher"]
+__all__ = [
+    "free_port",
+    "job_cores",
+    "keep_freed_memory",
+    "pin_rank",
+    "run_ranks",
+    "spawn",
+    "under_launcher",
+]
 
 #: Set in the ranks that `spawn` starts (all of this machine's ranks: they may be pinned),
 #: to the number of cores the launcher could use.
@@ -68,6 +78,30 @@ def pin_rank(threads: int) -> list[int] | None:
     mine = cores[local * threads : (local + 1) * threads]
     os.sched_setaffinity(0, mine)
     return mine
+
+
+#: glibc's `mallopt` parameters (malloc.h): the free memory at a heap's top above which it
+#: is given back to the system, and the size above which a block gets a mapping of its own.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Bytes, for both: more than any tensor of a batch, and than what a batch frees at once.
+KEEP_BYTES = 2**30
+
+
+def keep_freed_memory() -> bool:
+    """Keep the memory that a batch frees for the next batch, in this process (a rank).
+
+    By default glibc gives large freed blocks back to the system: a block over 128 KiB has
+    a mapping of its own, unmapped when freed, and a heap's free top is trimmed. The next
+    batch's tensors then fault their pages in again, zeroed. On wikipedia (first 30,000
+    events, 2 ranks, two pairs of runs) keeping them took pipetgl(2)'s FWD from 11.3-11.5 to
+    8.2-8.6 ms and its BWD from 23.5-24.0 to 20.4-20.6 ms, and data parallel's FWD from
+    9.5-9.9 to 8.4-8.6 ms. The price is that a rank keeps its peak heap until it ends.
+    False (and nothing changed) where the C library is not glibc."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return all(mallopt(p, KEEP_BYTES) == 1 for p in (_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD))
 
 
 def free_port() -> int:

@@ -109,7 +109,7 @@ def _rank_main(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from tgpipe.executor.launch import pin_rank
+    from tgpipe.executor.launch import keep_freed_memory, pin_rank
     from tgpipe.executor.rank import RankRunner
     from tgpipe.executor.runtime import lower, process_group_sets
     from tgpipe.executor.shared_store import open_run_file
@@ -117,6 +117,7 @@ def _rank_main(args: argparse.Namespace) -> None:
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     pin_rank(args.threads)  # before torch starts threads
+    keep_freed_memory()  # before the first batch's tensors
     torch.set_num_threads(args.threads)
     graph, stream, config, schedule = _build(args, world)
     memory = args.memory = _memory_backend(args, schedule, world)  # _train prints it

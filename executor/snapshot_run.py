@@ -97,12 +97,13 @@ def snapshot_rank_main(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from tgpipe.executor.launch import pin_rank
+    from tgpipe.executor.launch import keep_freed_memory, pin_rank
     from tgpipe.executor.snapshot_runtime import SnapshotRunner
     from tgpipe.executor.watchdog import Watchdog, rendezvous
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     pin_rank(args.threads)  # before torch starts threads
+    keep_freed_memory()  # before the first batch's tensors
     torch.set_num_threads(args.threads)
     seq, config, workload, schedule = build_snapshot_run(args, world)
     timeout = datetime.timedelta(seconds=args.timeout)

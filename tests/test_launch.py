@@ -1,0 +1,39 @@
+"""A rank keeps the memory a batch frees for the next one (glibc only)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+_PROBE = """
+import ctypes, ctypes.util, sys
+from tgpipe.executor.launch import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+def resident():
+    return int(open("/proc/self/statm").read().split()[1])  # pages
+size = 64 * 2**20
+block = libc.malloc(size)
+ctypes.memset(block, 1, size)  # touched: resident
+before = resident()
+libc.free(ctypes.c_void_p(block))
+print(kept, before - resident())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_a_freed_block_stays_with_the_rank_instead_of_going_back_to_the_system():
+    def released(mode: str) -> tuple[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True
+        ).stdout.split()
+        return out[0], int(out[1])
+
+    pages = 64 * 2**20 // 4096
+    assert released("default")[1] >= pages * 0.9  # glibc unmaps a 64 MiB block at once
+    kept, freed = released("keep")
+    assert kept == "True" and freed < pages * 0.1  # kept for the next batch
