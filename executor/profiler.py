@@ -8,7 +8,7 @@ ends. The first `warmup` batches are not counted (allocator, caches, the sampler
 neighbours); of the others each op gets its median and its spread, the median absolute
 deviation, both in seconds. On a GPU each op is timed between two synchronizations, so that
 its kernels are counted in it and not in the next op. On a CPU ``tgpipe profile`` keeps the
-seconds that the runtime itself takes for the ops instead (a batch's ops cost 8-13 % more
+seconds that the runtime itself takes for the ops instead (a batch's ops cost 4-13 % more
 there than in this loop: `tgpipe.executor.runtime_timing` says why), and this loop's
 GRAD_SYNC, bytes, gradients and copy rate.
 

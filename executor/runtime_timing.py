@@ -5,7 +5,9 @@ the ops cost less than the same ops inside ``tgpipe run``. Measured on the synth
 (1 rank alone, three pairs of runs), a batch's ops cost 8-13 % more in the run: SAMPLE
 13-29 %, MEM_ROOT 28-30 %, MEM_WRITE 43-47 %, FWD 8-17 %, BWD 1-8 %, STEP 15-21 %. Fed the
 loop's costs, the simulator predicted the families 8-27 % too fast (2 ranks, two runs).
-The reasons are the runtime's:
+Those runs were before the ranks kept their freed memory (`launch.keep_freed_memory`); with
+it, a batch's ops cost 3.6 % and 11.5 % more in the runtime than in the loop (one process,
+two rounds). The reasons are the runtime's:
 
 - each lane is a thread; while one lane's op runs, the lanes it wakes run their own Python
   (the wait that ends, the next batch opened, the bookkeeping) on the rank's core, and that
