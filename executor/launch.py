@@ -24,6 +24,7 @@ __all__ = [
     "job_cores",
     "keep_freed_memory",
     "pin_rank",
+    "prepare_rank",
     "run_ranks",
     "spawn",
     "under_launcher",
@@ -102,6 +103,16 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     return all(mallopt(p, KEEP_BYTES) == 1 for p in (_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD))
+
+
+def prepare_rank(threads: int) -> None:
+    """What every rank does first, before torch starts threads or a batch's tensors: its
+    cores (`pin_rank`), its freed memory kept (`keep_freed_memory`), its torch threads."""
+    import torch
+
+    pin_rank(threads)
+    keep_freed_memory()
+    torch.set_num_threads(threads)
 
 
 def free_port() -> int:

@@ -102,16 +102,14 @@ def _rank_main(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from tgpipe.executor.launch import keep_freed_memory, pin_rank
+    from tgpipe.executor.launch import prepare_rank
     from tgpipe.executor.profiler import measure_links, measure_ops, time_allreduce
     from tgpipe.executor.runtime_timing import time_in_runtime
     from tgpipe.progress import Progress
 
     _counts(args)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    pin_rank(args.threads)  # before torch starts threads
-    keep_freed_memory()  # before the first batch's tensors
-    torch.set_num_threads(args.threads)
+    prepare_rank(args.threads)
     if args.device == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)

@@ -106,19 +106,16 @@ def _rank_main(args: argparse.Namespace) -> None:
 
         snapshot_rank_main(args)
         return
-    import torch
     import torch.distributed as dist
 
-    from tgpipe.executor.launch import keep_freed_memory, pin_rank
+    from tgpipe.executor.launch import prepare_rank
     from tgpipe.executor.rank import RankRunner
     from tgpipe.executor.runtime import lower, process_group_sets
     from tgpipe.executor.shared_store import open_run_file
     from tgpipe.executor.watchdog import Watchdog, rendezvous
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    pin_rank(args.threads)  # before torch starts threads
-    keep_freed_memory()  # before the first batch's tensors
-    torch.set_num_threads(args.threads)
+    prepare_rank(args.threads)
     graph, stream, config, schedule = _build(args, world)
     memory = args.memory = _memory_backend(args, schedule, world)  # _train prints it
     timeout = datetime.timedelta(seconds=args.timeout)

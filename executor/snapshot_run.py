@@ -94,17 +94,14 @@ def check_snapshot_args(args: argparse.Namespace) -> None:
 
 def snapshot_rank_main(args: argparse.Namespace) -> None:
     """The body of one rank of ``tgpipe run --workload snapshot``."""
-    import torch
     import torch.distributed as dist
 
-    from tgpipe.executor.launch import keep_freed_memory, pin_rank
+    from tgpipe.executor.launch import prepare_rank
     from tgpipe.executor.snapshot_runtime import SnapshotRunner
     from tgpipe.executor.watchdog import Watchdog, rendezvous
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    pin_rank(args.threads)  # before torch starts threads
-    keep_freed_memory()  # before the first batch's tensors
-    torch.set_num_threads(args.threads)
+    prepare_rank(args.threads)
     seq, config, workload, schedule = build_snapshot_run(args, world)
     timeout = datetime.timedelta(seconds=args.timeout)
     store = rendezvous(rank, world, args.timeout)
