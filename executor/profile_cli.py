@@ -78,6 +78,12 @@ def _stream(args: argparse.Namespace, device):
     return Stream(graph, args.batch_size, neighbors=config.neighbors, device=device), config
 
 
+def _one_machine(nodes: list[int]) -> bool:
+    """Whether every rank runs on one machine (`nodes`: each rank's machine): its ranks then
+    share host memory, and its all-reduce is measured rather than costed from the link."""
+    return len(set(nodes)) == 1
+
+
 def _check_device(args: argparse.Namespace) -> None:
     """--device cuda needs a GPU, and a GPU for each local rank."""
     import torch
@@ -146,7 +152,7 @@ def _rank_main(args: argparse.Namespace) -> None:
                     config,
                     args.warmup,
                     args.repeat,
-                    shared=len(set(nodes)) == 1,
+                    shared=_one_machine(nodes),
                     progress=bar,
                 )
                 seconds["GRAD_SYNC"] = samples.seconds["GRAD_SYNC"]
@@ -186,7 +192,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         f"{args.repeat} training batches run in order after {args.warmup} warm-up batches, "
         + (
             "by the runtime itself on the sequential schedule (lane threads, "
-            + ("a shared memory store" if len(set(nodes)) == 1 else "a memory replica")
+            + ("a shared memory store" if _one_machine(nodes) else "a memory replica")
             + ", as runs on these ranks use), as an op costs in a run; GRAD_SYNC's from a "
             "loop of the ops. "
             if device.type == "cpu"
@@ -261,7 +267,7 @@ def _with_allreduce(profile, allreduce: list[float] | None, world: int, nodes: l
     if not allreduce:
         return profile
     median, spread = median_spread(allreduce)
-    inter = len(set(nodes)) > 1
+    inter = not _one_machine(nodes)
     measured = {
         "ranks": world,
         "bytes": profile.ops["GRAD_SYNC"].bytes,
