@@ -19,12 +19,16 @@ import sys
 import time
 from collections.abc import Callable
 
+from tgpipe.errors import InputError
+
 __all__ = [
+    "check_device",
     "free_port",
     "job_cores",
     "keep_freed_memory",
     "pin_rank",
     "prepare_rank",
+    "rank_device",
     "run_ranks",
     "spawn",
     "under_launcher",
@@ -113,6 +117,39 @@ def prepare_rank(threads: int) -> None:
     pin_rank(threads)
     keep_freed_memory()
     torch.set_num_threads(threads)
+
+
+def check_device(device: str, local_ranks: int) -> None:
+    """Refuse ``--device cuda`` where this torch sees no GPU, or fewer GPUs than the
+    `local_ranks` of this machine (one GPU per rank: NCCL takes no two ranks on one GPU)."""
+    import torch
+
+    if device != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise InputError(
+            f"--device cuda: this torch ({torch.__version__}) sees no CUDA GPU here; "
+            "use --device cpu"
+        )
+    count = torch.cuda.device_count()
+    if local_ranks > count:
+        raise InputError(
+            f"--nproc {local_ranks} needs a GPU per rank but this machine has {count}: "
+            f"use --nproc {count} (or torchrun across machines)"
+        )
+
+
+def rank_device(device: str):
+    """The torch device of this rank for ``--device cpu|cuda``: on a GPU machine the
+    LOCAL_RANK-th GPU, made the process's current one (checked as `check_device` does)."""
+    import torch
+
+    if device != "cuda":
+        return torch.device("cpu")
+    check_device(device, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    gpu = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.cuda.set_device(gpu)
+    return gpu
 
 
 def free_port() -> int:

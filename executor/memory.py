@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from tgpipe.errors import InputError
+from tgpipe.executor.lane_clock import settle
 
 __all__ = ["POLL", "Aborted", "MemoryRows", "MemoryStore", "overwrite", "restore"]
 
@@ -159,11 +160,11 @@ class MemoryStore:
                     f"memory version {version} was pruned (oldest kept: {self.oldest})"
                 )
             rows = self.table.take(index.to(self.device))
-            if version == self.version:
-                return rows
-            query = index.numpy()
-            for batch in range(self.version - 1, version - 1, -1):  # newest first: oldest wins
-                restore(rows, query, *self._undo[batch])
+            if version < self.version:
+                query = index.numpy()
+                for batch in range(self.version - 1, version - 1, -1):  # newest first: oldest wins
+                    restore(rows, query, *self._undo[batch])
+            settle(self.device)  # read before a write on another GPU stream overwrites
             return rows
 
     def write(self, batch: int, nodes, rows: MemoryRows) -> None:
@@ -176,8 +177,11 @@ class MemoryStore:
             if batch < self.version or batch in self._pending:
                 raise RuntimeError(f"batch {batch} wrote the memory twice")
             self._pending[batch] = (index, rows)
+            applied = []  # kept until their copies ran (another GPU stream may have made them)
             while self.version in self._pending:
-                self._apply(*self._pending.pop(self.version))
+                applied.append(self._pending.pop(self.version))
+                self._apply(*applied[-1])
+            settle(self.device)  # written before a read on another GPU stream sees the version
             self._cond.notify_all()
 
     def _apply(self, index: torch.Tensor, rows: MemoryRows) -> None:

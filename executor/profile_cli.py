@@ -26,12 +26,12 @@ from pathlib import Path
 
 from tgpipe.cli import (
     add_data_args,
+    add_device_arg,
     add_workload_args,
     nonnegative_int,
     output_file,
     positive_int,
 )
-from tgpipe.errors import InputError
 
 __all__ = ["register"]
 
@@ -84,31 +84,11 @@ def _one_machine(nodes: list[int]) -> bool:
     return len(set(nodes)) == 1
 
 
-def _check_device(args: argparse.Namespace) -> None:
-    """--device cuda needs a GPU, and a GPU for each local rank."""
-    import torch
-
-    if args.device != "cuda":
-        return
-    if not torch.cuda.is_available():
-        raise InputError(
-            f"--device cuda: this torch ({torch.__version__}) sees no CUDA GPU here; "
-            "use --device cpu"
-        )
-    count = torch.cuda.device_count()
-    if args.nproc > count:
-        raise InputError(
-            f"--nproc {args.nproc} needs a GPU per rank but this machine has {count}: "
-            f"use --nproc {count} (or torchrun across machines)"
-        )
-
-
 def _rank_main(args: argparse.Namespace) -> None:
     """The body of one rank (started by `tgpipe profile --nproc` or by torchrun)."""
-    import torch
     import torch.distributed as dist
 
-    from tgpipe.executor.launch import prepare_rank
+    from tgpipe.executor.launch import prepare_rank, rank_device
     from tgpipe.executor.profiler import measure_links, measure_ops, time_allreduce
     from tgpipe.executor.runtime_timing import time_in_runtime
     from tgpipe.progress import Progress
@@ -116,11 +96,7 @@ def _rank_main(args: argparse.Namespace) -> None:
     _counts(args)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     prepare_rank(args.threads)
-    if args.device == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
+    device = rank_device(args.device)
     if args.workload == "snapshot":
         seq = _sequence(args)
     else:
@@ -441,10 +417,10 @@ def _write_snapshots(args, seq, config, device, world, nodes, samples, allreduce
 
 
 def _run(args: argparse.Namespace) -> None:
-    from tgpipe.executor.launch import run_ranks
+    from tgpipe.executor.launch import check_device, run_ranks
 
     def check() -> None:
-        _check_device(args)
+        check_device(args.device, args.nproc)
         if args.workload == "snapshot":
             _sequence(args)
         else:
@@ -470,13 +446,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_data_args(p, snapshots=True)
     add_workload_args(p)
-    p.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default="cpu",
-        help="where the ops run: gloo ranks on the CPU, or NCCL ranks, one per GPU "
-        "(default: %(default)s)",
-    )
+    add_device_arg(p, "NCCL all-reduce; ops timed one by one with the GPU synchronized")
     p.add_argument(
         "--warmup",
         type=nonnegative_int,

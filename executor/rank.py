@@ -1,4 +1,5 @@
-"""One rank of a distributed run: its lanes as threads, its messages, its node memory.
+"""One rank of a distributed run: its lanes as threads (on a GPU each with a CUDA stream,
+`tgpipe.executor.lane_clock`), its messages, its node memory.
 
 `RankRunner` executes the `Program` that `tgpipe.executor.runtime.lower` gives this rank,
 calling the op functions of `tgpipe.executor.ops` (the same code the reference trainer and
@@ -13,7 +14,6 @@ import contextlib
 import gc
 import queue
 import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from tgpipe.dag.semantics import Semantics
+from tgpipe.executor.lane_clock import lane_clock, settle
 from tgpipe.executor.lanes import LaneThreads, Mailbox
 from tgpipe.executor.learner import Learner, load_weights
 from tgpipe.executor.memory import POLL, Aborted, MemoryRows, MemoryStore
@@ -145,7 +146,9 @@ class RankRunner(LaneThreads):
         else:
             self.store = _Store(*shape, stream.device)
         self._compute = compute_guard(stream.device)
+        self.clock = lane_clock(stream.device)  #: a CUDA stream per lane on a GPU
         self._models: dict[int, TGN] = {}  #: weight version -> a model holding it
+        self._models_lock = threading.Lock()  #: GPU lanes load weights at once
         self._spare: list[TGN] = []  #: models of versions no batch needs any more
         self.plan = WeightPlan.of(schedule)  #: which weights are copied, which are not
         self.slots = None
@@ -196,7 +199,7 @@ class RankRunner(LaneThreads):
         self.window = {b: w for (r, b), w in self.schedule.window_waits().items() if r == self.rank}
         self.unfinished = set(self.left)
         self.count_lock = threading.Lock()
-        self.t0 = time.perf_counter()
+        self.clock.start()
 
     def run_batches(self, lo: int, hi: int, progress: Progress | None = None) -> None:
         """Run batches lo..hi-1 and drain: every lane walks its steps of those batches in
@@ -310,34 +313,37 @@ class RankRunner(LaneThreads):
 
     # ---- lanes --------------------------------------------------------------------------------
     def _lane(self, lane: str, steps: list[Action | Message]) -> None:
-        preds = self.schedule_preds
-        for item in steps:
-            if isinstance(item, Message):
-                self.outgoing.put(self._pack(item))  # the sender thread is the rank's port
-                continue
-            act = item
-            need = self.window.get(act.batch)
-            if need is not None:
-                self._wait(self.finished[need])
-            for (op, j), _ in preds[act]:
-                pred = Action(op, j)
-                if pred in self.done:
-                    self._wait(self.done[pred])
-            state = self._state(act.batch)
-            ready = self._ready(act.op, state)  # waits are not the op's time
-            with self._compute if act.op != "GRAD_SYNC" else contextlib.nullcontext():
-                start = time.perf_counter()
-                if act.op in MODEL_OPS:  # loading a version's weights is its work (as simulated)
-                    ready = self._compute_model(state.batch)
-                self._run_op(act.op, state, ready)
-                end = time.perf_counter()
-            self.rows.append(
-                TraceRow(self.rank, lane, act.op, act.batch, start - self.t0, end - self.t0)
-            )
-            self.done[act].set()
-            if act.op in _READS:
-                self._read_one(act.batch)
-            self._finish_one(act.batch)
+        with self.clock.lane(lane):
+            for item in steps:
+                if isinstance(item, Message):
+                    self.outgoing.put(self._pack(item))  # the sender thread is the rank's port
+                else:
+                    self._op(lane, item)
+
+    def _op(self, lane: str, act: Action) -> None:
+        need = self.window.get(act.batch)
+        if need is not None:
+            self._wait(self.finished[need])
+        for (op, j), _ in self.schedule_preds[act]:
+            pred = Action(op, j)
+            if pred in self.done:
+                self._wait(self.done[pred])
+        state = self._state(act.batch)
+        ready = self._ready(act.op, state)  # waits are not the op's time
+
+        def run() -> None:
+            nonlocal ready
+            if act.op in MODEL_OPS:  # loading a version's weights is its work (as simulated)
+                ready = self._compute_model(state.batch)
+            self._run_op(act.op, state, ready)
+
+        with self._compute if act.op != "GRAD_SYNC" else contextlib.nullcontext():
+            start, end = self.clock.time(run, uses=(state, ready))
+        self.rows.append(TraceRow(self.rank, lane, act.op, act.batch, start, end))
+        self.done[act].set()
+        if act.op in _READS:
+            self._read_one(act.batch)
+        self._finish_one(act.batch)
 
     def _state(self, batch: int) -> BatchState:
         with self.states_lock:
@@ -381,8 +387,10 @@ class RankRunner(LaneThreads):
                     f"{self.learner_version}"
                 )
             return self.learner.model
-        model = self._models.get(version)
-        if model is None:
+        with self._models_lock:
+            model = self._models.get(version)
+            if model is not None:
+                return model
             packed = self.versions.get(version, self.abort, self.timeout)
             with self.count_lock:  # versions no unfinished batch of this rank computes with
                 oldest = min(self.unfinished, default=self.schedule.n_batches)
@@ -390,6 +398,7 @@ class RankRunner(LaneThreads):
                 self._spare.append(self._models.pop(old))
             model = self._spare.pop() if self._spare else self._new_model()
             load_weights(model, packed)
+            settle(self.stream.device)  # loaded before another lane computes with it
             self._models[version] = model
         return model
 
@@ -449,6 +458,7 @@ class RankRunner(LaneThreads):
             self.learner_version = done = self._made(b)
             if b in self.plan.puts:  # someone reads this version
                 shared = b in self.plan.shared  # the learner changes storage before it steps
+                settle(self.stream.device)  # stepped before another lane reads it
                 self.versions.put(done, self.learner.flat if shared else self.learner.pack())
             self.versions.prune(done - self.semantics.s_w - 1)
         else:  # pragma: no cover - the catalog has no other op

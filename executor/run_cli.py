@@ -13,15 +13,16 @@ import json
 import os
 import time
 
-from tgpipe.cli import add_data_args, add_workload_args, output_file, positive_int
+from tgpipe.cli import add_data_args, add_device_arg, add_workload_args, output_file, positive_int
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_open, check_writable
 
 __all__ = ["register"]
 
 
-def _build(args: argparse.Namespace, world: int):
-    """Data, stream and schedule, checked against each other (the same in every rank)."""
+def _build(args: argparse.Namespace, world: int, device="cpu"):
+    """Data, stream (its tensors on `device`) and schedule, checked against each other (the
+    same in every rank)."""
     from tgpipe.dag.profile import load_profile
     from tgpipe.executor.data import load_dataset
     from tgpipe.executor.model import TGNConfig
@@ -33,7 +34,9 @@ def _build(args: argparse.Namespace, world: int):
     if args.limit_events:
         graph = graph.slice(0, min(args.limit_events, graph.n_events))
     config = TGNConfig()
-    stream = Stream(graph, args.batch_size, seed=args.seed, neighbors=config.neighbors)
+    stream = Stream(
+        graph, args.batch_size, seed=args.seed, neighbors=config.neighbors, device=device
+    )
     n = stream.n_batches(TRAIN)
     if os.path.isfile(args.schedule):
         schedule = Schedule.load(args.schedule)
@@ -108,7 +111,7 @@ def _rank_main(args: argparse.Namespace) -> None:
         return
     import torch.distributed as dist
 
-    from tgpipe.executor.launch import prepare_rank
+    from tgpipe.executor.launch import prepare_rank, rank_device
     from tgpipe.executor.rank import RankRunner
     from tgpipe.executor.runtime import lower, process_group_sets
     from tgpipe.executor.shared_store import open_run_file
@@ -116,7 +119,8 @@ def _rank_main(args: argparse.Namespace) -> None:
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     prepare_rank(args.threads)
-    graph, stream, config, schedule = _build(args, world)
+    device = rank_device(args.device)
+    graph, stream, config, schedule = _build(args, world, device)
     memory = args.memory = _memory_backend(args, schedule, world)  # _train prints it
     timeout = datetime.timedelta(seconds=args.timeout)
     store = rendezvous(rank, world, args.timeout)
@@ -127,8 +131,9 @@ def _rank_main(args: argparse.Namespace) -> None:
             "memory": dist.new_group(backend="gloo", timeout=timeout),
             "weights": dist.new_group(backend="gloo", timeout=timeout),
         }
+        all_reduce = "nccl" if device.type == "cuda" else "gloo"  # the rest: CPU tensors
         for ranks in process_group_sets(schedule):
-            groups[ranks] = dist.new_group(list(ranks), backend="gloo", timeout=timeout)
+            groups[ranks] = dist.new_group(list(ranks), backend=all_reduce, timeout=timeout)
         programs = lower(schedule)
         fd = weights_fd = None
         if memory == "shared":  # every rank on this machine: memory and weights shared
@@ -237,7 +242,7 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
         result = runner.end_epoch() if runner else None
         if bar:
             bar.__exit__()
-        packed = runner.learner.pack() if runner else torch.zeros(0)
+        packed = runner.learner.pack().cpu() if runner else torch.zeros(0)
         size = torch.tensor([packed.numel()])
         dist.broadcast(size, last_rank, group=groups["weights"])
         if rank != last_rank:
@@ -282,8 +287,8 @@ def _train(args, rank, world, schedule, stream, runner, groups) -> None:
     if args.dump and runner:
         torch.save(
             {
-                "table": tuple(t.clone() for t in runner.store.table),
-                "learner": runner.learner.pack(),
+                "table": tuple(t.cpu().clone() for t in runner.store.table),
+                "learner": runner.learner.pack().cpu(),
                 "losses": all_losses if rank == 0 else None,
             },
             f"{args.dump}.rank{rank}",
@@ -331,17 +336,23 @@ def write_outputs(args: argparse.Namespace, meta: dict, epochs: list[dict], trac
 
 
 def _run(args: argparse.Namespace) -> None:
-    from tgpipe.executor.launch import run_ranks
+    from tgpipe.executor.launch import check_device, run_ranks
 
     if args.schedule is None:
         args.schedule = "blad" if args.workload == "snapshot" else "pipetgl"
     if args.workload == "snapshot":
         from tgpipe.executor.snapshot_run import check_snapshot_args
 
+        if args.device == "cuda":
+            raise InputError(
+                "--workload snapshot runs on CPUs only (its runtime has no CUDA streams yet): "
+                "use --device cpu"
+            )
         run_ranks(args.nproc, lambda: _rank_main(args), lambda: check_snapshot_args(args))
         return
 
     def check() -> None:
+        check_device(args.device, args.nproc)
         _, stream, _, schedule = _build(args, args.nproc)
         _check_checkpoint_args(args, schedule, stream, args.nproc)
 
@@ -354,8 +365,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a TGN with a schedule on local ranks or under torchrun",
         description="Train a TGN (memory, GRU, temporal attention, link predictor) with a "
         "schedule (a family run on --nproc ranks, or a schedule file) on torch.distributed "
-        "(gloo). Started by hand it spawns --nproc local ranks; under torchrun each process "
-        "runs its own rank. Prints time, events/s, loss, val and test AP/AUC per epoch.",
+        "(gloo; with --device cuda one GPU per rank, a CUDA stream per lane and NCCL for the "
+        "gradient all-reduce). Started by hand it spawns --nproc local ranks; under torchrun "
+        "each process runs its own rank. Prints time, events/s, loss, val and test AP/AUC per "
+        "epoch.",
     )
     p.add_argument(
         "--schedule",
@@ -369,6 +382,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--nproc", type=positive_int, default=2, help="local ranks to start (default: %(default)s)"
     )
+    add_device_arg(p, "a CUDA stream per lane, NCCL all-reduce; memory and weights in host memory")
     p.add_argument("--epochs", type=positive_int, default=1, help="(default: %(default)s)")
     p.add_argument(
         "--mspipe-k",

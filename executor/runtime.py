@@ -28,8 +28,10 @@ message; the cross-rank edges of the DAG become messages:
 predecessors on its own rank and for the prefetch window; memory, weights and gradients
 from other ranks arrive through the waits above. Messages travel on their own process groups
 (one for memory rows or tokens, one for weights, one per synchronous group's all-reduce),
-with tags that name the batch, so that lanes never contend for one channel. gloo on CPUs,
-NCCL on GPUs (the same code; `backend`).
+with tags that name the batch, so that lanes never contend for one channel. On GPUs each
+lane thread also has a CUDA stream of its own (`tgpipe.executor.lane_clock`) and the
+all-reduce runs on NCCL; memory and weights still travel as CPU tensors (host memory or
+gloo), as on CPUs.
 
 Batches must run whole on one rank (every family does), and the batches of a synchronous
 group on distinct ranks.

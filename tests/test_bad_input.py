@@ -761,8 +761,27 @@ CASES = [
                 ("profile", "--device", "cuda", "-o", "p.json"),
                 "--device cuda: this torch",
                 "sees no CUDA GPU here; use --device cpu",
-            )
+            ),
+            Case(
+                "run-cuda-without-gpu",
+                ("run", "--device", "cuda", "--trace", "t.json"),
+                "--device cuda: this torch",
+                "sees no CUDA GPU here; use --device cpu",
+            ),
+            Case(  # torchrun's rank finds no GPU either, before it waits for its peers
+                "run-cuda-rank-without-gpu",
+                ("run", "--device", "cuda", "--trace", "t.json"),
+                "--device cuda: this torch",
+                "sees no CUDA GPU here; use --device cpu",
+                env={"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"},
+            ),
         ]
+    ),
+    Case(
+        "run-snapshot-on-cuda",
+        ("run", "--workload", "snapshot", "--device", "cuda", "--trace", "t.json"),
+        "--workload snapshot runs on CPUs only",
+        "use --device cpu",
     ),
 ]
 

@@ -41,6 +41,7 @@ MODULES = [
     "tgpipe.executor.snapshot_runtime",
     "tgpipe.executor.snapshot_profiler",
     "tgpipe.executor.lanes",
+    "tgpipe.executor.lane_clock",
     "tgpipe.schedules.ir",
     "tgpipe.schedules.families",
     "tgpipe.schedules.snapshot",

@@ -196,6 +196,17 @@ def add_profile_arg(p: argparse.ArgumentParser, default: str | None = "gpu-illus
     )
 
 
+def add_device_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """--device cpu|cuda of a command whose ranks run ops (`what` it does on a GPU)."""
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help=f"where the ops run: gloo ranks on the CPU, or one rank per GPU ({what}) "
+        "(default: %(default)s)",
+    )
+
+
 def add_machine_args(p: argparse.ArgumentParser) -> None:
     """--gpus and --gpus-per-machine: the machine shape, for every command that needs one."""
     p.add_argument("--gpus", type=positive_int, default=4, help="ranks (default: %(default)s)")
