@@ -57,12 +57,14 @@ _READS = ("MEM_FETCH", "MEM_SUPPORT")
 
 
 class _Store(MemoryStore):
-    """The rank's replica: remembers what its own MEM_WRITEs wrote, to send it on."""
+    """The rank's replica: remembers what its own MEM_WRITEs wrote, to send it on (where
+    another rank reads memory: else nothing, or an epoch's rows would pile up)."""
 
     shared = False  #: peers' writes arrive as messages
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, sends: bool, **kwargs):
         super().__init__(*args, **kwargs)
+        self.sends = sends
         self.outbox: dict[int, tuple[torch.Tensor, MemoryRows]] = {}
         self.abort: threading.Event | None = None
 
@@ -79,7 +81,7 @@ class _Store(MemoryStore):
 
     def write(self, batch, nodes, rows, *, mine: bool = True) -> None:
         super().write(batch, nodes, rows)
-        if mine:
+        if mine and self.sends:
             self.outbox[batch] = (torch.as_tensor(nodes, dtype=torch.int64), rows)
 
 
@@ -144,7 +146,8 @@ class RankRunner(LaneThreads):
                 timeout=timeout,
             )
         else:
-            self.store = _Store(*shape, stream.device)
+            sends = any(r != rank for r in memory_readers(schedule))
+            self.store = _Store(*shape, stream.device, sends=sends)
         self._compute = compute_guard(stream.device)
         self.clock = lane_clock(stream.device)  #: a CUDA stream per lane on a GPU
         self._models: dict[int, TGN] = {}  #: weight version -> a model holding it

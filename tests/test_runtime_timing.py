@@ -107,3 +107,19 @@ def test_a_write_waits_for_the_write_before_it_and_a_trace_is_one_epoch():
     assert op_seconds(rows, {})["MEM_WRITE", 1] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="several epochs"):
         op_seconds([*rows, rows[0]._replace(start=1.0, end=1.5)], {})
+
+
+def test_a_replica_that_no_other_rank_reads_keeps_no_rows_to_send(wiki_slice):
+    """One rank on the replica (as a profile on several machines, or `--memory rows` with
+    one reader): nothing sends its writes, so none may wait in its outbox."""
+    from tgpipe.executor.runtime import lower
+    from tgpipe.schedules.families import sequential
+
+    stream = Stream(wiki_slice, 600)
+    schedule = sequential(None, 1, stream.n_batches(TRAIN))
+    (program,) = lower(schedule).values()
+    groups = {"memory": None, "weights": None}
+    runner = RankRunner(0, schedule, program, stream, SMALL, groups=groups)
+    runner.begin_epoch(0)
+    runner.run_batches(0, 3)
+    assert runner.store.version == 3 and runner.store.outbox == {}
