@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from tgpipe.executor.graph import TemporalGraph
+from tgpipe.executor.launch import keep_freed_memory
 from tgpipe.executor.model import TGNConfig
 from tgpipe.executor.reference import train
 from tgpipe.executor.scores import average_precision, roc_auc
@@ -160,6 +161,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=None, help="use only the first N events")
     parser.add_argument("--only", choices=("ours", "pyg"), default=None)
     args = parser.parse_args()
+    keep_freed_memory()  # as every tgpipe rank does; both systems run in this one process
     torch.set_num_threads(args.threads)
     graph = load(args.data, args.events)
     print(

@@ -83,7 +83,7 @@ class Checkpoints:
         return position
 
     def load(self, position: tuple[int, int], rank: int) -> dict:
-        state = torch.load(self._part(position, rank), weights_only=False)
+        state = torch.load(self._part(position, rank), map_location="cpu", weights_only=False)
         torch.set_rng_state(state.pop("rng"))
         return state
 

@@ -7,7 +7,10 @@ once (the overlap that a pipeline schedule is made of), and an op is timed by CU
 recorded on its lane's stream. Kernels run after the call that queued them returns, so:
 
 - an op's lane waits for its stream at the op's end (`CudaClock.time`): the op's successors,
-  on any lane or rank, then read what it wrote;
+  on any lane or rank, then read what it wrote. It naps while it waits, rather than spin as
+  a plain synchronize may (the rank's waiting lanes would take the core from the lane that
+  launches kernels), and gives up once another thread of the rank failed (an all-reduce
+  whose peer never comes never ends on the GPU);
 - the tensors an op uses that another lane's stream made are marked as in use on this lane's
   stream (`record_stream`), so that the caching allocator does not give their memory to a
   new tensor while this lane's kernels still read them (an op that replaces a batch's
@@ -31,18 +34,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import torch
 
-__all__ = ["CudaClock", "HostClock", "lane_clock", "settle", "tensors"]
+__all__ = ["NAP", "CudaClock", "HostClock", "lane_clock", "settle", "tensors"]
+
+
+#: Seconds a GPU lane sleeps between two looks at its op's end.
+NAP = 50e-6
 
 
 def settle(device: torch.device) -> None:
     """Wait until the kernels this thread queued on `device` have run (on a CPU: nothing)."""
     if device.type == "cuda":
-        torch.cuda.current_stream(device).synchronize()
+        done = torch.cuda.Event(blocking=True)  # its wait sleeps rather than spins
+        done.record(torch.cuda.current_stream(device))
+        done.synchronize()
 
 
 def tensors(obj) -> Iterator[torch.Tensor]:
@@ -72,9 +82,12 @@ class HostClock:
         """What a lane's thread runs its steps in (on a CPU: nothing)."""
         return contextlib.nullcontext()
 
-    def time(self, fn: Callable[[], object], uses) -> tuple[float, float]:
+    def time(
+        self, fn: Callable[[], object], uses, abort: threading.Event | None = None
+    ) -> tuple[float, float]:
         """Run `fn` (an op; `uses`: what it reads that other lanes made) and return its
-        start and end in seconds from `start`."""
+        start and end in seconds from `start`; `Aborted` once `abort` is set while it
+        waits for the GPU."""
         start = time.perf_counter()
         fn()
         return start - self.t0, time.perf_counter() - self.t0
@@ -103,7 +116,11 @@ class CudaClock(HostClock):
         with torch.cuda.device(self.device), torch.cuda.stream(stream):
             yield
 
-    def time(self, fn: Callable[[], object], uses) -> tuple[float, float]:
+    def time(
+        self, fn: Callable[[], object], uses, abort: threading.Event | None = None
+    ) -> tuple[float, float]:
+        from tgpipe.executor.memory import Aborted  # here: memory imports this module
+
         stream = torch.cuda.current_stream(self.device)
         for t in tensors(uses):
             if t.is_cuda:
@@ -113,7 +130,10 @@ class CudaClock(HostClock):
         begin.record(stream)
         fn()
         end.record(stream)
-        end.synchronize()
+        while not end.query():
+            if abort is not None and abort.is_set():
+                raise Aborted()
+            time.sleep(NAP)
         return self.origin.elapsed_time(begin) / 1e3, self.origin.elapsed_time(end) / 1e3
 
 

@@ -109,12 +109,15 @@ def keep_freed_memory() -> bool:
     return all(mallopt(p, KEEP_BYTES) == 1 for p in (_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD))
 
 
-def prepare_rank(threads: int) -> None:
+def prepare_rank(threads: int, device: str = "cpu") -> None:
     """What every rank does first, before torch starts threads or a batch's tensors: its
-    cores (`pin_rank`), its freed memory kept (`keep_freed_memory`), its torch threads."""
+    cores (`pin_rank`; not on a GPU, where the rank's lanes, receivers and NCCL's threads
+    mostly wait for the GPU, and pinned to `threads` cores would queue behind each other),
+    its freed memory kept (`keep_freed_memory`), its torch threads."""
     import torch
 
-    pin_rank(threads)
+    if device == "cpu":
+        pin_rank(threads)
     keep_freed_memory()
     torch.set_num_threads(threads)
 

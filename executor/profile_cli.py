@@ -95,7 +95,7 @@ def _rank_main(args: argparse.Namespace) -> None:
 
     _counts(args)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    prepare_rank(args.threads)
+    prepare_rank(args.threads, args.device)
     device = rank_device(args.device)
     if args.workload == "snapshot":
         seq = _sequence(args)

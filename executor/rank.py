@@ -181,7 +181,9 @@ class RankRunner(LaneThreads):
         self.store.begin((epoch, 0))
         self.versions = _Versions()
         if (self.rank, 0) in self.plan.first_loads:  # a batch here computes with a copy of it
-            self.versions.put(0, self.learner.pack())
+            packed = self.learner.pack()
+            settle(self.stream.device)
+            self.versions.put(0, packed)
         self.learner_version = 0
         self._spare += self._models.values()
         self._models.clear()
@@ -288,7 +290,7 @@ class RankRunner(LaneThreads):
         return {
             "epoch": self.epoch,
             "store": self.store.state_dict(),
-            "learner": self.learner.pack(),
+            "learner": self.learner.pack().cpu(),
             "learner_version": self.learner_version,
             "versions": self.versions.state_dict(),
             "losses": dict(self.losses),
@@ -341,7 +343,7 @@ class RankRunner(LaneThreads):
             self._run_op(act.op, state, ready)
 
         with self._compute if act.op != "GRAD_SYNC" else contextlib.nullcontext():
-            start, end = self.clock.time(run, uses=(state, ready))
+            start, end = self.clock.time(run, uses=(state, ready), abort=self.abort)
         self.rows.append(TraceRow(self.rank, lane, act.op, act.batch, start, end))
         self.done[act].set()
         if act.op in _READS:
@@ -461,8 +463,9 @@ class RankRunner(LaneThreads):
             self.learner_version = done = self._made(b)
             if b in self.plan.puts:  # someone reads this version
                 shared = b in self.plan.shared  # the learner changes storage before it steps
-                settle(self.stream.device)  # stepped before another lane reads it
-                self.versions.put(done, self.learner.flat if shared else self.learner.pack())
+                packed = self.learner.flat if shared else self.learner.pack()
+                settle(self.stream.device)  # stepped and copied before another lane reads it
+                self.versions.put(done, packed)
             self.versions.prune(done - self.semantics.s_w - 1)
         else:  # pragma: no cover - the catalog has no other op
             raise RuntimeError(f"no op {op}")

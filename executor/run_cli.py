@@ -109,6 +109,7 @@ def _rank_main(args: argparse.Namespace) -> None:
 
         snapshot_rank_main(args)
         return
+    import torch
     import torch.distributed as dist
 
     from tgpipe.executor.launch import prepare_rank, rank_device
@@ -118,7 +119,7 @@ def _rank_main(args: argparse.Namespace) -> None:
     from tgpipe.executor.watchdog import Watchdog, rendezvous
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    prepare_rank(args.threads)
+    prepare_rank(args.threads, args.device)
     device = rank_device(args.device)
     graph, stream, config, schedule = _build(args, world, device)
     memory = args.memory = _memory_backend(args, schedule, world)  # _train prints it
@@ -134,6 +135,9 @@ def _rank_main(args: argparse.Namespace) -> None:
         all_reduce = "nccl" if device.type == "cuda" else "gloo"  # the rest: CPU tensors
         for ranks in process_group_sets(schedule):
             groups[ranks] = dist.new_group(list(ranks), backend=all_reduce, timeout=timeout)
+            if device.type == "cuda" and rank in ranks:  # NCCL sets up at its first call:
+                # here, not inside the trace row of the first GRAD_SYNC
+                dist.all_reduce(torch.zeros(1, device=device), group=groups[ranks])
         programs = lower(schedule)
         fd = weights_fd = None
         if memory == "shared":  # every rank on this machine: memory and weights shared
@@ -382,7 +386,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--nproc", type=positive_int, default=2, help="local ranks to start (default: %(default)s)"
     )
-    add_device_arg(p, "a CUDA stream per lane, NCCL all-reduce; memory and weights in host memory")
+    add_device_arg(
+        p,
+        "a CUDA stream per lane, NCCL all-reduce; memory rows and weights travel through "
+        "host memory",
+    )
     p.add_argument("--epochs", type=positive_int, default=1, help="(default: %(default)s)")
     p.add_argument(
         "--mspipe-k",

@@ -125,6 +125,7 @@ def lower(schedule: Schedule) -> dict[int, Program]:
                     weight_to[src].add(rank_of[Action(*act)])
                 elif kind == "data":
                     raise InputError(f"{act} and its input {src} run on different ranks")
+    _check_all_reduces(schedule)
     programs = {r: Program(r, {}, [], {}) for r in range(schedule.n_ranks)}
     sends: dict[int, list[Message]] = defaultdict(list)
     for (rank, lane), acts in sorted(schedule.lanes.items()):
@@ -147,6 +148,31 @@ def lower(schedule: Schedule) -> dict[int, Program]:
     for p in programs.values():
         p.groups = {grp: ranks for grp, ranks in groups.items() if p.rank in ranks}
     return programs
+
+
+def _check_all_reduces(schedule: Schedule) -> None:
+    """A rank's all-reduces run on one lane, in group order: ranks that share a process
+    group must call its collectives in one order, and two lanes' order is nobody's."""
+    for rank in range(schedule.n_ranks):
+        syncs = [
+            (lane, act.batch)
+            for (r, lane), acts in sorted(schedule.lanes.items())
+            if r == rank
+            for act in acts
+            if act.op == "GRAD_SYNC"
+        ]
+        lanes = sorted({lane for lane, _ in syncs})
+        if len(lanes) > 1:
+            raise InputError(
+                f"rank {rank} runs GRAD_SYNC on lanes {', '.join(lanes)}: the runtime needs "
+                "a rank's all-reduces on one lane"
+            )
+        batches = [b for _, b in syncs]
+        if batches != sorted(batches):
+            raise InputError(
+                f"rank {rank} runs GRAD_SYNC out of batch order ({batches}): the runtime "
+                "needs a rank's all-reduces in the order of their groups"
+            )
 
 
 def tag(action: Action, part: int = 0) -> int:

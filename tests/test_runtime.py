@@ -204,3 +204,23 @@ def test_two_machines_on_loopback_equal_the_reference(wikipedia_csv, tmp_path):
         assert p.returncode == 0, err[-2000:]
     assert "memory rows" in outputs[0][0]  # auto: the ranks are on two machines
     _check(wikipedia_csv, "pipetgl", 2, dump)
+
+
+def test_a_ranks_all_reduces_must_run_on_one_lane_in_group_order():
+    """Ranks call a process group's collectives in one order: two lanes' order is nobody's."""
+    import dataclasses
+
+    from tgpipe.errors import InputError
+
+    schedule = family("data_parallel", load_profile("gpu-illustrative"), 2, 6)
+    lower(schedule)  # the family's all-reduces: one lane, in order
+    (key,) = [k for k, acts in schedule.lanes.items() if k[0] == 0 and "GRAD_SYNC" in str(acts)]
+    syncs = schedule.lanes[key]
+    moved = {**schedule.lanes, key: syncs[:-1], (0, "spare"): syncs[-1:]}
+    with pytest.raises(InputError, match="rank 0 runs GRAD_SYNC on lanes .*one lane"):
+        lower(dataclasses.replace(schedule, lanes=moved))
+    grad = [i for i, a in enumerate(syncs) if a.op == "GRAD_SYNC"]
+    swapped = list(syncs)
+    swapped[grad[0]], swapped[grad[1]] = swapped[grad[1]], swapped[grad[0]]
+    with pytest.raises(InputError, match="rank 0 runs GRAD_SYNC out of batch order"):
+        lower(dataclasses.replace(schedule, lanes={**schedule.lanes, key: tuple(swapped)}))
