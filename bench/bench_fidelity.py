@@ -14,21 +14,26 @@ before its run, and another profile just after it gives the *drift* across the r
 of the op costs, after over before): error that no model of the schedule can know about.
 The *bracketed* error predicts from the midpoint of the two profiles (each time their
 mean): the machine as it was, on average, during the run, so that a steady drift does not
-count against the model.
+count against the model. A second table says where the error comes from, op by op: each
+op's median cost in the run (as the replay takes it) over the profile's.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
+from collections import defaultdict
 from pathlib import Path
 
+from tgpipe.dag.ops import OPS
 from tgpipe.dag.profile import CostProfile, Link
 from tgpipe.executor.validate import (
     FAMILY_NAMES,
     data_args,
     family_schedules,
     measure_profile,
+    measured_costs,
     training_batches,
     validate,
 )
@@ -49,12 +54,14 @@ def main() -> None:
     n = training_batches(args.data, args.batch_size, limit)
     data = data_args(args.data, args.batch_size, limit)
     repeat = max(30, n)  # every training batch, for its scale
-    rows, drift, bracketed = [], [], []
+    rows, drift, bracketed, op_costs = [], [], [], {}
     for name in FAMILY_NAMES:  # each from a profile of its ranks taken just before its run
         ranks = 1 if name == "sequential" else args.nproc
         before = measure_profile(data, ranks, repeat)
         schedules = family_schedules([name], before, args.nproc, n)
-        rows += validate(schedules, before, data)[0]
+        found, traces = validate(schedules, before, data)
+        rows += found
+        op_costs[name] = _op_costs(traces[1], before)
         after = measure_profile(data, ranks, repeat)
         drift.append(_total(after) / _total(before) - 1)
         middle = metrics(simulate(schedules[0], _midpoint(before, after))).period
@@ -72,6 +79,13 @@ def main() -> None:
             f"{f.name:<18}{cells[0]:>14.2f}{cells[1]:>14.2f}{cells[2]:>+14.1f}{cells[3]:>14.2f}"
             f"{f.replay_error * 100:>+14.1f}{moved * 100:>+14.1f}{middle * 100:>+17.1f}"
         )
+    print("\nop cost in the run over the profile taken before it, % (median over batches)")
+    print(f"{'op':<12}" + "".join(f"{f.name:>18}" for f in rows))
+    for op in OPS:
+        if any(op in by_op for by_op in op_costs.values()):
+            cells = [op_costs[name].get(op) for name in op_costs]
+            text = ["-" if c is None else f"{c * 100:+.1f}" for c in cells]
+            print(f"{op:<12}" + "".join(f"{t:>18}" for t in text))
     errors = {
         "error": [f.error for f in rows],
         "bracketed error": bracketed,
@@ -84,6 +98,16 @@ def main() -> None:
             f"largest |{what}|: {abs(values[worst]) * 100:.1f} % ({rows[worst].name}); "
             f"every family {verdict} 10 %"
         )
+
+
+def _op_costs(measured, profile: CostProfile) -> dict[str, float]:
+    """Each op's median cost in a measured run over the profile's, minus one. Not GRAD_SYNC:
+    its row holds the wait for the slower rank, which the simulator charges apart."""
+    by_op = defaultdict(list)
+    for act, seconds in measured_costs(measured).items():
+        if act.op != "GRAD_SYNC":
+            by_op[act.op].append(seconds)
+    return {op: statistics.median(s) / profile.cost(op) - 1 for op, s in by_op.items()}
 
 
 def _total(profile) -> float:
