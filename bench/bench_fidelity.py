@@ -59,9 +59,9 @@ def main() -> None:
         ranks = 1 if name == "sequential" else args.nproc
         before = measure_profile(data, ranks, repeat)
         schedules = family_schedules([name], before, args.nproc, n)
-        found, traces = validate(schedules, before, data)
+        found, (_, measured) = validate(schedules, before, data)
         rows += found
-        op_costs[name] = _op_costs(traces[1], before)
+        op_costs[name] = _op_costs(measured, before)
         after = measure_profile(data, ranks, repeat)
         drift.append(_total(after) / _total(before) - 1)
         middle = metrics(simulate(schedules[0], _midpoint(before, after))).period

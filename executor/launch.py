@@ -23,6 +23,7 @@ from tgpipe.errors import InputError
 
 __all__ = [
     "check_device",
+    "collective_backend",
     "free_port",
     "job_cores",
     "keep_freed_memory",
@@ -137,9 +138,14 @@ def check_device(device: str, local_ranks: int) -> None:
     count = torch.cuda.device_count()
     if local_ranks > count:
         raise InputError(
-            f"--nproc {local_ranks} needs a GPU per rank but this machine has {count}: "
-            f"use --nproc {count} (or torchrun across machines)"
+            f"{local_ranks} ranks on this machine need a GPU each but it has {count}: start "
+            f"at most {count} here (--nproc, or torchrun's --nproc-per-node)"
         )
+
+
+def collective_backend(device) -> str:
+    """The torch.distributed backend of a collective over tensors on `device`."""
+    return "nccl" if str(device).startswith("cuda") else "gloo"
 
 
 def rank_device(device: str):

@@ -88,7 +88,7 @@ def _rank_main(args: argparse.Namespace) -> None:
     """The body of one rank (started by `tgpipe profile --nproc` or by torchrun)."""
     import torch.distributed as dist
 
-    from tgpipe.executor.launch import prepare_rank, rank_device
+    from tgpipe.executor.launch import collective_backend, prepare_rank, rank_device
     from tgpipe.executor.profiler import measure_links, measure_ops, time_allreduce
     from tgpipe.executor.runtime_timing import time_in_runtime
     from tgpipe.progress import Progress
@@ -102,7 +102,7 @@ def _rank_main(args: argparse.Namespace) -> None:
     else:
         stream, config = _stream(args, device)
     timeout = datetime.timedelta(seconds=_TIMEOUT)
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = collective_backend(device)
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
     try:
         alone = [dist.new_group([r], backend=backend, timeout=timeout) for r in range(world)]
@@ -112,7 +112,7 @@ def _rank_main(args: argparse.Namespace) -> None:
             _profile_snapshots(args, seq, device, rank, world, alone[rank], nodes)
             return
         total = args.warmup + args.repeat
-        in_runtime = device.type == "cpu"  # the runtime records no CUDA events yet
+        in_runtime = device.type == "cpu"  # on a GPU, timing in the runtime is untried yet
         with Progress(
             total * (1 + in_runtime),
             "profile ops",

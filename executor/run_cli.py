@@ -112,7 +112,7 @@ def _rank_main(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from tgpipe.executor.launch import prepare_rank, rank_device
+    from tgpipe.executor.launch import collective_backend, prepare_rank, rank_device
     from tgpipe.executor.rank import RankRunner
     from tgpipe.executor.runtime import lower, process_group_sets
     from tgpipe.executor.shared_store import open_run_file
@@ -132,7 +132,7 @@ def _rank_main(args: argparse.Namespace) -> None:
             "memory": dist.new_group(backend="gloo", timeout=timeout),
             "weights": dist.new_group(backend="gloo", timeout=timeout),
         }
-        all_reduce = "nccl" if device.type == "cuda" else "gloo"  # the rest: CPU tensors
+        all_reduce = collective_backend(device)  # the rest: CPU tensors, gloo
         for ranks in process_group_sets(schedule):
             groups[ranks] = dist.new_group(list(ranks), backend=all_reduce, timeout=timeout)
             if device.type == "cuda" and rank in ranks:  # NCCL sets up at its first call:
@@ -388,8 +388,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_device_arg(
         p,
-        "a CUDA stream per lane, NCCL all-reduce; memory rows and weights travel through "
-        "host memory",
+        "mtgnn only: a CUDA stream per lane, NCCL all-reduce; memory rows and weights travel "
+        "as CPU tensors, through shared host memory or gloo",
     )
     p.add_argument("--epochs", type=positive_int, default=1, help="(default: %(default)s)")
     p.add_argument(

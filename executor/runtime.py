@@ -33,14 +33,16 @@ lane thread also has a CUDA stream of its own (`tgpipe.executor.lane_clock`) and
 all-reduce runs on NCCL; memory and weights still travel as CPU tensors (host memory or
 gloo), as on CPUs.
 
-Batches must run whole on one rank (every family does), and the batches of a synchronous
-group on distinct ranks.
+Batches must run whole on one rank (every family does), the batches of a synchronous
+group on distinct ranks, and a rank's all-reduces on one lane in group order (ranks call a
+process group's collectives in one order).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import NamedTuple
 
 from tgpipe.dag.build import predecessors
@@ -168,11 +170,12 @@ def _check_all_reduces(schedule: Schedule) -> None:
                 "a rank's all-reduces on one lane"
             )
         batches = [b for _, b in syncs]
-        if batches != sorted(batches):
-            raise InputError(
-                f"rank {rank} runs GRAD_SYNC out of batch order ({batches}): the runtime "
-                "needs a rank's all-reduces in the order of their groups"
-            )
+        for before, after in pairwise(batches):
+            if after < before:
+                raise InputError(
+                    f"rank {rank} runs GRAD_SYNC out of batch order ({before} before {after}): "
+                    "the runtime needs a rank's all-reduces in the order of their groups"
+                )
 
 
 def tag(action: Action, part: int = 0) -> int:

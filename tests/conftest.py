@@ -29,8 +29,11 @@ def hand():
     return make_profile
 
 
-#: The real data set beside the checkout (never committed): ../shared/data/wikipedia.csv
-WIKIPEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikipedia.csv"
+#: The real data set (never committed): beside the checkout, ../shared/data/wikipedia.csv, or
+#: inside it, shared/data/wikipedia.csv (ignored by git; where a copy travels with the tree)
+_ROOT = Path(__file__).resolve().parents[1]
+_PLACES = [root / "shared" / "data" / "wikipedia.csv" for root in (_ROOT.parent, _ROOT)]
+WIKIPEDIA = next((p for p in _PLACES if p.exists()), _PLACES[0])
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""A rank keeps the memory a batch frees for the next one (glibc only)."""
+"""What a rank does first: it keeps the memory a batch frees for the next one (glibc only),
+and it takes a GPU only where there is one for each rank of its machine."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+from tgpipe.errors import InputError
+from tgpipe.executor.launch import check_device, rank_device
 
 _PROBE = """
 import ctypes, ctypes.util, sys
@@ -37,3 +42,16 @@ def test_a_freed_block_stays_with_the_rank_instead_of_going_back_to_the_system()
     assert released("default")[1] >= pages * 0.9  # glibc unmaps a 64 MiB block at once
     kept, freed = released("keep")
     assert kept == "True" and freed < pages * 0.1  # kept for the next batch
+
+
+def test_a_gpu_run_needs_a_gpu_for_each_rank_of_its_machine(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_device("cuda", 1)
+    check_device("cpu", 4)  # no GPU asked for
+    with pytest.raises(InputError, match="2 ranks on this machine need a GPU each but it has 1"):
+        check_device("cuda", 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # as torchrun starts a rank
+    with pytest.raises(InputError, match="start at most 1 here"):
+        rank_device("cuda")
+    assert rank_device("cpu") == torch.device("cpu")
