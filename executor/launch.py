@@ -110,17 +110,20 @@ def keep_freed_memory() -> bool:
     return all(mallopt(p, KEEP_BYTES) == 1 for p in (_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD))
 
 
-def prepare_rank(threads: int, device: str = "cpu") -> None:
+def prepare_rank(threads: int, device: str = "cpu"):
     """What every rank does first, before torch starts threads or a batch's tensors: its
-    cores (`pin_rank`; not on a GPU, where the rank's lanes, receivers and NCCL's threads
-    mostly wait for the GPU, and pinned to `threads` cores would queue behind each other),
-    its freed memory kept (`keep_freed_memory`), its torch threads."""
+    device (`rank_device`, returned), its cores (`pin_rank`; not on a GPU, where the rank's
+    lanes, receivers and NCCL's threads mostly wait for the GPU, and pinned to `threads`
+    cores would queue behind each other), its freed memory kept (`keep_freed_memory`), its
+    torch threads."""
     import torch
 
-    if device == "cpu":
+    here = rank_device(device)
+    if here.type == "cpu":
         pin_rank(threads)
     keep_freed_memory()
     torch.set_num_threads(threads)
+    return here
 
 
 def check_device(device: str, local_ranks: int) -> None:

@@ -88,15 +88,14 @@ def _rank_main(args: argparse.Namespace) -> None:
     """The body of one rank (started by `tgpipe profile --nproc` or by torchrun)."""
     import torch.distributed as dist
 
-    from tgpipe.executor.launch import collective_backend, prepare_rank, rank_device
+    from tgpipe.executor.launch import collective_backend, prepare_rank
     from tgpipe.executor.profiler import measure_links, measure_ops, time_allreduce
     from tgpipe.executor.runtime_timing import time_in_runtime
     from tgpipe.progress import Progress
 
     _counts(args)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    prepare_rank(args.threads, args.device)
-    device = rank_device(args.device)
+    device = prepare_rank(args.threads, args.device)
     if args.workload == "snapshot":
         seq = _sequence(args)
     else:

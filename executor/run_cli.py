@@ -112,15 +112,14 @@ def _rank_main(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from tgpipe.executor.launch import collective_backend, prepare_rank, rank_device
+    from tgpipe.executor.launch import collective_backend, prepare_rank
     from tgpipe.executor.rank import RankRunner
     from tgpipe.executor.runtime import lower, process_group_sets
     from tgpipe.executor.shared_store import open_run_file
     from tgpipe.executor.watchdog import Watchdog, rendezvous
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    prepare_rank(args.threads, args.device)
-    device = rank_device(args.device)
+    device = prepare_rank(args.threads, args.device)
     graph, stream, config, schedule = _build(args, world, device)
     memory = args.memory = _memory_backend(args, schedule, world)  # _train prints it
     timeout = datetime.timedelta(seconds=args.timeout)
