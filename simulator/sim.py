@@ -14,9 +14,12 @@ the sender's port (the machine's network card across machines) for bytes / bandw
 arrives after the link's latency. A memory edge through the shared host store on one machine
 sends only a token (latency); a learner handed to a rank of one machine (`CostProfile.slots`)
 is copied into shared memory on the sender's port, once for every peer, and out by each
-peer after the latency. A GRAD_SYNC is a collective: every member waits until all have
-arrived (and, where the profile measured a `jitter`, for the expected slowest of those that
-arrive together: `_slowest_member`), then all hold their ports for the all-reduce time.
+peer after the latency. Where ranks compute on CPUs those copies run on the rank's own core
+beside its ops (the runtime's sender and receiver threads), so the op a rank is running
+when one of its copies ends takes longer by that copy (`_interfere`). A GRAD_SYNC is a
+collective: every member waits until all have arrived (and, where the profile measured a
+`jitter`, for the expected slowest of those that arrive together: `_slowest_member`), then
+all hold their ports for the all-reduce time.
 
 Costs: a job costs its op's cost in the profile, times its batch's measured scale where the
 profile has one (`CostProfile.batch_cost`: batches differ, and a synchronous group waits for
@@ -130,6 +133,8 @@ class _Run:
             base[a] = base.get(a, self.cost[a.op]) + seconds
         self.costs = base | dict(costs)  # a replay's own seconds include its copies
         self.measured = set(costs)  # ... and its all-reduces their waits (no jitter added)
+        self.computing: dict[int, Action] = {}  #: a CPU rank -> the op on its core now
+        self.stretch: dict[int, float] = defaultdict(float)  #: ... its copies' time, to add
         # a snapshot epoch on GPUs: the GPU ops of a rank's workers share its GPU
         self.devices = {}
         if w is not None and profile.compute == "gpu":
@@ -240,7 +245,15 @@ class _Run:
                         yield req
                         held.append((res, req))
                 start = env.now
+                on_core = self.p.compute == "cpu" and "gpu" in self._resources(act, lane)
+                if on_core:  # a CPU rank's op: one at a time, on the rank's core
+                    self.computing[rank] = act
                 yield env.timeout(cost)
+                if on_core:
+                    while self.stretch[rank]:  # the rank's copies shared its core meanwhile
+                        extra, self.stretch[rank] = self.stretch[rank], 0.0
+                        yield env.timeout(extra)
+                    del self.computing[rank]
                 for res, req in held:
                     res.release(req)
             self.rows.append(TraceRow(rank, lane, act.op, act.batch, start, env.now))
@@ -273,10 +286,11 @@ class _Run:
             else:
                 nbytes = self.workload.edge_bytes(self.p, act, kind)
             if kind == "param" and self.p.slots(self.s.memory, self.cluster.machines):
-                copy_in, copy_out = self.p.slot_handoff(nbytes)
+                copy_in, wait_out = self.p.slot_handoff(nbytes)
                 if published is None:  # one copy in, on the sender's port, for every peer
                     published = self.env.process(self._publish(src, copy_in))
-                self.env.process(self._take(published, copy_out, arrived))
+                copy_out = copy_in  # the same bytes out of the slot
+                self.env.process(self._take(published, wait_out, copy_out, dst, arrived))
                 continue
             machines = self.cluster.machines
             total = self.p.edge_delay(kind, nbytes, False, same_machine, self.s.memory, machines)
@@ -303,12 +317,23 @@ class _Run:
         with self._port(("port", src)).request() as req:
             yield req
             yield self.env.timeout(copy)
+        self._interfere(src, copy)
 
-    def _take(self, published, delay, arrived):
-        """A peer's copy out of the slot, once the token (latency) says it is there."""
+    def _take(self, published, delay, copy, dst, arrived):
+        """A peer's copy out of the slot (`delay`: the token's latency, then the `copy`),
+        once the copy in is done."""
         yield published
         yield self.env.timeout(delay)
+        self._interfere(dst, copy)
         arrived.succeed()
+
+    def _interfere(self, rank: int, seconds: float) -> None:
+        """A copy of `seconds` by a thread of `rank` beside its ops has just ended: on a CPU
+        rank it shared the core with the op running there, which takes that much longer (a
+        replayed op's measured seconds already hold it; an idle core lost nothing)."""
+        op = self.computing.get(rank)
+        if self.p.compute == "cpu" and op is not None and op not in self.measured:
+            self.stretch[rank] += seconds
 
     def _collective_arrive(self, key, act: Action):
         group = self._sync_group(act)

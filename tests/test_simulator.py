@@ -182,6 +182,34 @@ def test_a_learner_handed_on_one_machine_is_copied_in_and_out(hand):
     assert min(gaps) == pytest.approx(p.intra.latency + 2 * 3e-3)  # the ring binds somewhere
 
 
+def test_on_cpu_ranks_a_handed_learners_copies_share_the_ranks_core(hand):
+    """On CPU ranks the runtime's sender and receiver threads copy a handed learner on the
+    rank's own core, beside its ops: the op running when a copy (3 ms here) ends takes that
+    much longer. A core-bound ring of 2 ranks hands on one learner per batch, a copy in on
+    one rank and out on the other: 3 ms more per batch than with no copies at all. On GPU
+    ranks the copies cost the ops nothing, and a replay of the CPU run's own op seconds
+    (which hold the copies already) is the run again, not stretched twice."""
+    heavy = hand(GPU_HEAVY | {"STEP": 1e-3}, {"STEP": 3_000_000})
+    p = dataclasses.replace(heavy, copy_bandwidth=1e9)
+    ring = family("pipetgl", p, 2, 40)
+
+    def extras(profile):
+        trace = simulate(ring, profile)
+        return trace, [r.end - r.start - profile.cost(r.op) for r in trace.rows]
+
+    _, on_gpu = extras(p)
+    assert max(on_gpu) == pytest.approx(0.0, abs=1e-12)
+    cpu = dataclasses.replace(p, compute="cpu")
+    trace, on_cpu = extras(cpu)
+    stretched = [x for x in on_cpu if x > 1e-12]
+    assert stretched and all(x / 3e-3 == pytest.approx(round(x / 3e-3)) for x in stretched)
+    no_copies = dataclasses.replace(heavy, compute="cpu")  # no slots: nothing to copy
+    plain = metrics(simulate(ring, no_copies)).period
+    assert metrics(trace).period == pytest.approx(plain + 3e-3, rel=1e-2)
+    own = {Action(r.op, r.batch): r.end - r.start for r in trace.rows}
+    assert simulate(ring, cpu, costs=own).rows == trace.rows
+
+
 def test_a_synchronous_group_waits_for_its_expected_slowest_member(hand):
     """With a measured jitter, an all-reduce of 2 ranks that arrive together starts
     expected_max(2) = 0.564 standard deviations later: data parallel's period per batch
