@@ -237,15 +237,15 @@ class _Run:
                 c = self.p.ops[act.op]
                 start, _ = yield from self.devices[rank].run(cost, Usage(c.compute, c.memory))
             else:
-                held = []
-                for kind in self._resources(act, lane):
+                held, kinds = [], self._resources(act, lane)
+                for kind in kinds:
                     res = self.resources.get(self._resource_key(rank, kind))
                     if res is not None:
                         req = res.request()
                         yield req
                         held.append((res, req))
                 start = env.now
-                on_core = self.p.compute == "cpu" and "gpu" in self._resources(act, lane)
+                on_core = self.p.compute == "cpu" and "gpu" in kinds
                 if on_core:  # a CPU rank's op: one at a time, on the rank's core
                     self.computing[rank] = act
                 yield env.timeout(cost)
@@ -331,8 +331,8 @@ class _Run:
         """A copy of `seconds` by a thread of `rank` beside its ops has just ended: on a CPU
         rank it shared the core with the op running there, which takes that much longer (a
         replayed op's measured seconds already hold it; an idle core lost nothing)."""
-        op = self.computing.get(rank)
-        if self.p.compute == "cpu" and op is not None and op not in self.measured:
+        op = self.computing.get(rank)  # set on CPU ranks only
+        if op is not None and op not in self.measured:
             self.stretch[rank] += seconds
 
     def _collective_arrive(self, key, act: Action):
