@@ -202,12 +202,11 @@ class CostProfile:
             nbytes = 0
         return self.transfer_time(nbytes, inter=not same_machine)
 
-    def slot_handoff(self, nbytes: float) -> tuple[float, float]:
-        """A learner of `nbytes` handed on through the slots, in its two parts: the
-        sender's copy in (once, for every peer), then a peer's wait, the token's latency and
-        its copy out."""
+    def slot_handoff(self, nbytes: float) -> tuple[float, float, float]:
+        """A learner of `nbytes` handed on through the slots, in its three parts: the
+        sender's copy in (once, for every peer), the token's latency, a peer's copy out."""
         copy = self.copy_time(nbytes)
-        return copy, self.intra.latency + copy
+        return copy, self.intra.latency, copy
 
     def slots(self, memory: str, machines: int) -> bool:
         """Whether a run hands packed learners between ranks through shared memory

@@ -146,8 +146,7 @@ class RankRunner(LaneThreads):
                 timeout=timeout,
             )
         else:
-            sends = any(r != rank for r in memory_readers(schedule))
-            self.store = _Store(*shape, stream.device, sends=sends)
+            self.store = _Store(*shape, stream.device, sends=bool(program.sends("memory")))
         self._compute = compute_guard(stream.device)
         self.clock = lane_clock(stream.device)  #: a CUDA stream per lane on a GPU
         self._models: dict[int, TGN] = {}  #: weight version -> a model holding it

@@ -141,7 +141,7 @@ def _rank_main(args: argparse.Namespace) -> None:
         fd = weights_fd = None
         if memory == "shared":  # every rank on this machine: memory and weights shared
             fd = open_run_file(store, rank, dist.barrier)
-            if any(p.weight_sends() for p in programs.values()):  # the same on every rank
+            if any(p.sends("weights") for p in programs.values()):  # the same on every rank
                 weights_fd = open_run_file(store, rank, dist.barrier, "weights")
         program = programs.get(rank)
         runner = None

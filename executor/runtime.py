@@ -77,13 +77,14 @@ class Program:
     def ops(self) -> list[Action]:
         return [s for steps in self.lanes.values() for s in steps if isinstance(s, Action)]
 
-    def weight_sends(self) -> list[Message]:
-        """The weight messages this rank sends (a packed learner each)."""
+    def sends(self, kind: str) -> list[Message]:
+        """The messages of `kind` this rank sends (``weights``: a packed learner each;
+        ``memory``: a write's rows, or a token)."""
         return [
             s
             for steps in self.lanes.values()
             for s in steps
-            if isinstance(s, Message) and s.kind == "weights"
+            if isinstance(s, Message) and s.kind == kind
         ]
 
 

@@ -90,7 +90,7 @@ class WeightPlan:
         if s_w:
             puts = set(steps)
         else:  # the STEPs whose result a weights message carries to other ranks
-            puts = {m.action.batch for p in lower(schedule).values() for m in p.weight_sends()}
+            puts = {m.action.batch for p in lower(schedule).values() for m in p.sends("weights")}
 
         def next_is_takeover(b: int) -> bool:
             later = [grp for grp in stepped[rank[b]] if grp > b // g]

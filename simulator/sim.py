@@ -286,11 +286,10 @@ class _Run:
             else:
                 nbytes = self.workload.edge_bytes(self.p, act, kind)
             if kind == "param" and self.p.slots(self.s.memory, self.cluster.machines):
-                copy_in, wait_out = self.p.slot_handoff(nbytes)
+                copy_in, latency, copy_out = self.p.slot_handoff(nbytes)
                 if published is None:  # one copy in, on the sender's port, for every peer
                     published = self.env.process(self._publish(src, copy_in))
-                copy_out = copy_in  # the same bytes out of the slot
-                self.env.process(self._take(published, wait_out, copy_out, dst, arrived))
+                self.env.process(self._take(published, latency, copy_out, dst, arrived))
                 continue
             machines = self.cluster.machines
             total = self.p.edge_delay(kind, nbytes, False, same_machine, self.s.memory, machines)
@@ -319,11 +318,11 @@ class _Run:
             yield self.env.timeout(copy)
         self._interfere(src, copy)
 
-    def _take(self, published, delay, copy, dst, arrived):
-        """A peer's copy out of the slot (`delay`: the token's latency, then the `copy`),
-        once the copy in is done."""
+    def _take(self, published, latency, copy, dst, arrived):
+        """A peer's copy out of the slot, once the copy in is done and the token (its
+        `latency`) says so."""
         yield published
-        yield self.env.timeout(delay)
+        yield self.env.timeout(latency + copy)
         self._interfere(dst, copy)
         arrived.succeed()
 
