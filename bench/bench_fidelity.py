@@ -3,6 +3,7 @@ beside the period the same schedule measures when it trains for real, side by si
 
     python bench/bench_fidelity.py                       # wikipedia, first 30,000 events
     python bench/bench_fidelity.py --limit-events 0      # all of it
+    python bench/bench_fidelity.py --rounds 1            # one round: a third of the time
 
 It is what `tgpipe validate` does (profile this machine with all ranks computing, simulate
 each family from that profile, run the same schedule file on local gloo ranks), with the
@@ -16,6 +17,11 @@ The *bracketed* error predicts from the midpoint of the two profiles (each time 
 mean): the machine as it was, on average, during the run, so that a steady drift does not
 count against the model. A second table says where the error comes from, op by op: each
 op's median cost in the run (as the replay takes it) over the profile's.
+
+A burst of other work on the machine can make one profile, or one run, 10-20 % slower than
+the next. So the bench repeats the whole (profile, run, profile) for every family
+`--rounds` times, the families taking turns, and reports each family's medians beside the
+error of every round.
 """
 
 from __future__ import annotations
@@ -49,53 +55,65 @@ def main() -> None:
     p.add_argument("--limit-events", type=int, default=30000)
     p.add_argument("--batch-size", type=int, default=600)
     p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3, help="profile-and-run pairs per family")
     args = p.parse_args()
     limit = args.limit_events or None
     n = training_batches(args.data, args.batch_size, limit)
     data = data_args(args.data, args.batch_size, limit)
     repeat = max(30, n)  # every training batch, for its scale
-    rows, drift, bracketed, op_costs = [], [], [], {}
-    for name in FAMILY_NAMES:  # each from a profile of its ranks taken just before its run
-        ranks = 1 if name == "sequential" else args.nproc
-        before = measure_profile(data, ranks, repeat)
-        schedules = family_schedules([name], before, args.nproc, n)
-        found, (_, measured) = validate(schedules, before, data)
-        rows += found
-        op_costs[name] = _op_costs(measured, before)
-        after = measure_profile(data, ranks, repeat)
-        drift.append(_total(after) / _total(before) - 1)
-        middle = metrics(simulate(schedules[0], _midpoint(before, after))).period
-        bracketed.append(middle / rows[-1].measured - 1)
-    print(f"{n} batches of {args.batch_size} events, {before.device}, {args.nproc} ranks")
-    head = ("schedule", "predicted ms", "measured ms", "error %", "replay ms", "replay err %")
+    #: family -> one entry per round
+    rows, drift, bracketed = defaultdict(list), defaultdict(list), defaultdict(list)
+    op_costs = defaultdict(list)
+    for _ in range(args.rounds):
+        for name in FAMILY_NAMES:  # each from a profile of its ranks taken just before its run
+            ranks = 1 if name == "sequential" else args.nproc
+            before = measure_profile(data, ranks, repeat)
+            schedules = family_schedules([name], before, args.nproc, n)
+            (found,), (_, measured) = validate(schedules, before, data)
+            rows[name].append(found)
+            op_costs[name].append(_op_costs(measured, before))
+            after = measure_profile(data, ranks, repeat)
+            drift[name].append(_total(after) / _total(before) - 1)
+            middle = metrics(simulate(schedules[0], _midpoint(before, after))).period
+            bracketed[name].append(middle / found.measured - 1)
     print(
-        f"{head[0]:<18}"
-        + "".join(f"{h:>14}" for h in (*head[1:], "drift %"))
-        + f"{'bracketed err %':>17}"
+        f"{n} batches of {args.batch_size} events, {before.device}, {args.nproc} ranks; "
+        f"medians of {args.rounds} rounds (each: profile, run, profile), every round's error"
     )
-    for f, moved, middle in zip(rows, drift, bracketed, strict=True):
-        cells = (f.predicted * 1e3, f.measured * 1e3, f.error * 100, f.replayed * 1e3)
-        print(
-            f"{f.name:<18}{cells[0]:>14.2f}{cells[1]:>14.2f}{cells[2]:>+14.1f}{cells[3]:>14.2f}"
-            f"{f.replay_error * 100:>+14.1f}{moved * 100:>+14.1f}{middle * 100:>+17.1f}"
+    head = ("schedule", "predicted ms", "measured ms", "error %", "replay err %", "drift %")
+    print(f"{head[0]:<18}" + "".join(f"{h:>14}" for h in head[1:]) + "  bracketed err %  rounds")
+    med = statistics.median
+    for name, found in rows.items():
+        cells = (
+            med(f.predicted for f in found) * 1e3,
+            med(f.measured for f in found) * 1e3,
+            med(f.error for f in found) * 100,
+            med(f.replay_error for f in found) * 100,
+            med(drift[name]) * 100,
+            med(bracketed[name]) * 100,
         )
-    print("\nop cost in the run over the profile taken before it, % (median over batches)")
-    print(f"{'op':<12}" + "".join(f"{f.name:>18}" for f in rows))
+        each = " ".join(f"{f.error * 100:+.1f}" for f in found)
+        print(
+            f"{found[0].name:<18}{cells[0]:>14.2f}{cells[1]:>14.2f}{cells[2]:>+14.1f}"
+            f"{cells[3]:>+14.1f}{cells[4]:>+14.1f}{cells[5]:>+17.1f}  {each}"
+        )
+    print("\nop cost in the run over the profile taken before it, % (median over batches, rounds)")
+    print(f"{'op':<12}" + "".join(f"{found[0].name:>18}" for found in rows.values()))
     for op in OPS:
-        if any(op in by_op for by_op in op_costs.values()):
-            cells = [op_costs[name].get(op) for name in op_costs]
-            text = ["-" if c is None else f"{c * 100:+.1f}" for c in cells]
+        cells = [[c[op] for c in op_costs[name] if op in c] for name in rows]
+        if any(cells):
+            text = [f"{med(c) * 100:+.1f}" if c else "-" for c in cells]
             print(f"{op:<12}" + "".join(f"{t:>18}" for t in text))
     errors = {
-        "error": [f.error for f in rows],
-        "bracketed error": bracketed,
-        "replay error": [f.replay_error for f in rows],
+        "error": {name: med(f.error for f in found) for name, found in rows.items()},
+        "bracketed error": {name: med(b) for name, b in bracketed.items()},
+        "replay error": {name: med(f.replay_error for f in found) for name, found in rows.items()},
     }
     for what, values in errors.items():
-        worst = max(range(len(rows)), key=lambda k: abs(values[k]))
+        worst = max(values, key=lambda name: abs(values[name]))
         verdict = "within" if abs(values[worst]) <= 0.10 else "NOT within"
         print(
-            f"largest |{what}|: {abs(values[worst]) * 100:.1f} % ({rows[worst].name}); "
+            f"largest |median {what}|: {abs(values[worst]) * 100:.1f} % ({rows[worst][0].name}); "
             f"every family {verdict} 10 %"
         )
 
@@ -117,8 +135,8 @@ def _total(profile) -> float:
 
 def _midpoint(before: CostProfile, after: CostProfile) -> CostProfile:
     """The machine halfway through a run: each time the mean of the two profiles' (an op's
-    median, a batch's scale, the jitter, the all-reduce, a copy's and a message's seconds
-    per byte)."""
+    median, a batch's scale, the jitter, the all-reduce, a message's cost to its cores, a
+    copy's and a message's seconds per byte)."""
 
     def rate(a: float, b: float) -> float:  # bytes/s: the mean of seconds per byte
         return 2 / (1 / a + 1 / b) if a and b else 0.0
@@ -144,6 +162,11 @@ def _midpoint(before: CostProfile, after: CostProfile) -> CostProfile:
             if k in after.allreduce
         },
         copy_bandwidth=rate(before.copy_bandwidth, after.copy_bandwidth),
+        message_cpu={
+            kind: tuple((x + y) / 2 for x, y in zip(ends, after.message_cpu[kind], strict=True))
+            for kind, ends in before.message_cpu.items()
+            if kind in after.message_cpu
+        },
     )
 
 

@@ -21,6 +21,14 @@ and what a learner handed to a rank of the same machine costs (a copy into share
 and one out: `slots`). Absent or 0: such copies are free (the built-in GPU profiles: device
 copies, small beside the ops).
 
+``message_cpu`` (optional; kind -> [sender's, receiver's] seconds) is what one message between
+two CPU ranks of a machine costs the cores of its two ends, as measured by ``tgpipe profile``
+with the runtime's own calls (each rank's sender and receiver threads run on its core beside
+its ops): ``memory``, the token that says a write is in the shared store; ``param``, a
+learner handed on through the slots (a copy in, the token, a copy out: it replaces the two
+copies at ``copy_bandwidth`` in `slot_handoff`). Absent: tokens are free and a learner costs
+its two copies.
+
 ``allreduce`` (optional; ranks -> seconds) is GRAD_SYNC's whole all-reduce as measured on
 that many ranks of one machine (`tgpipe profile`): where it is known, `cost` takes it
 instead of the ring model of the link (gloo's all-reduce on CPUs reduces and copies besides
@@ -141,6 +149,8 @@ class CostProfile:
     jitter: float = 0.0
     #: ranks of one machine -> seconds of GRAD_SYNC's whole all-reduce there, as measured
     allreduce: dict[int, float] = field(default_factory=dict)
+    #: message kind -> (sender's, receiver's) core seconds, as measured (module doc)
+    message_cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     # ---- costs: the one place where an op's time is decided --------------------------------
     def cost(self, op: str, n_ranks: int = 1, inter: bool = False) -> float:
@@ -191,8 +201,8 @@ class CostProfile:
         Same rank: nothing moves. A ``memory`` edge with the ``host`` memory backend between
         ranks of one machine passes only a token (latency): the rows already sit in shared
         host memory. A ``param`` edge that goes through the learner slots (`slots`) is
-        copied in and out again: latency and two copies. Every other cross-rank edge sends
-        its bytes over the link.
+        copied in and out again: latency and the two ends' parts (`slot_handoff`). Every
+        other cross-rank edge sends its bytes over the link.
         """
         if same_rank:
             return 0.0
@@ -204,15 +214,22 @@ class CostProfile:
 
     def slot_handoff(self, nbytes: float) -> tuple[float, float, float]:
         """A learner of `nbytes` handed on through the slots, in its three parts: the
-        sender's copy in (once, for every peer), the token's latency, a peer's copy out."""
+        sender's copy in (once, for every peer), the token's latency, a peer's copy out;
+        the sender's and the peer's parts as measured where the profile has them
+        (`message_cpu`, for its learner: a param edge always carries STEP's bytes)."""
+        if "param" in self.message_cpu:
+            send, receive = self.message_cpu["param"]
+            return send, self.intra.latency, receive
         copy = self.copy_time(nbytes)
         return copy, self.intra.latency, copy
 
     def slots(self, memory: str, machines: int) -> bool:
         """Whether a run hands packed learners between ranks through shared memory
         (`tgpipe.executor.shared_weights`: the runtime does where its node memory is shared,
-        every rank on one machine), with a copy speed to charge for it (measured profiles)."""
-        return memory == "host" and machines == 1 and bool(self.copy_bandwidth)
+        every rank on one machine), with a cost to charge for it (measured profiles: the
+        copy speed, or the hand-off's own `message_cpu`)."""
+        measured = self.copy_bandwidth or "param" in self.message_cpu
+        return memory == "host" and machines == 1 and bool(measured)
 
     # ---- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -228,6 +245,11 @@ class CostProfile:
             **({"batch_scale": list(self.batch_scale)} if self.batch_scale else {}),
             **({"copy_bandwidth": self.copy_bandwidth} if self.copy_bandwidth else {}),
             **({"jitter": self.jitter} if self.jitter else {}),
+            **(
+                {"message_cpu": {k: list(v) for k, v in self.message_cpu.items()}}
+                if self.message_cpu
+                else {}
+            ),
             **(
                 {"allreduce": {str(k): v for k, v in self.allreduce.items()}}
                 if self.allreduce
@@ -418,6 +440,7 @@ def _parse(data: object, where: str) -> CostProfile:
         copy_bandwidth=float(copy),
         jitter=_number(data.get("jitter", 0.0), f"{where}: jitter", most=MAX_SECONDS, unit="s"),
         allreduce=_allreduce(data.get("allreduce", {}), where),
+        message_cpu=_message_cpu(data.get("message_cpu", {}), where),
     )
 
 
@@ -431,6 +454,32 @@ def _allreduce(value: object, where: str) -> dict[int, float]:
         if not (isinstance(key, str) and key.isdigit() and int(key) >= 2):
             raise InputError(f"{at}: ranks must be a whole number >= 2, got {key!r}")
         found[int(key)] = _number(seconds, f"{at}.{key}", positive=True, most=MAX_SECONDS, unit="s")
+    return found
+
+
+#: The messages whose cost to their ends' cores a profile may hold (`CostProfile.message_cpu`).
+MESSAGE_KINDS = ("memory", "param")
+
+
+def _message_cpu(value: object, where: str) -> dict[str, tuple[float, float]]:
+    """The ``message_cpu`` field: kind -> [sender's, receiver's] seconds."""
+    at = f"{where}: message_cpu"
+    if not isinstance(value, dict):
+        raise InputError(
+            f"{at} must be an object of message kind -> [sender seconds, receiver seconds], "
+            'like {"memory": [2e-5, 3e-5]}'
+        )
+    found = {}
+    for kind, ends in value.items():
+        if kind not in MESSAGE_KINDS:
+            raise InputError(
+                f"{at}: unknown message kind {kind!r}: use {' or '.join(MESSAGE_KINDS)}"
+            )
+        if not isinstance(ends, list) or len(ends) != 2:
+            raise InputError(f"{at}.{kind} must be [sender seconds, receiver seconds]")
+        found[kind] = tuple(
+            _number(x, f"{at}.{kind}[{k}]", most=MAX_SECONDS, unit="s") for k, x in enumerate(ends)
+        )
     return found
 
 

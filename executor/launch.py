@@ -87,8 +87,9 @@ def pin_rank(threads: int) -> list[int] | None:
 
 
 #: glibc's `mallopt` parameters (malloc.h): the free memory at a heap's top above which it
-#: is given back to the system, and the size above which a block gets a mapping of its own.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: is given back to the system, the size above which a block gets a mapping of its own, and
+#: how many arenas (heaps that threads allocate from) there may be.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 #: Bytes, for both: more than any tensor of a batch, and than what a batch frees at once.
 KEEP_BYTES = 2**30
 
@@ -101,13 +102,24 @@ def keep_freed_memory() -> bool:
     batch's tensors then fault their pages in again, zeroed. On wikipedia (first 30,000
     events, 2 ranks, two pairs of runs) keeping them took pipetgl(2)'s FWD from 11.3-11.5 to
     8.2-8.6 ms and its BWD from 23.5-24.0 to 20.4-20.6 ms, and data parallel's FWD from
-    9.5-9.9 to 8.4-8.6 ms. The price is that a rank keeps its peak heap until it ends.
+    9.5-9.9 to 8.4-8.6 ms.
+
+    Those two settings hold for the main thread's heap only: every other thread (a lane, a
+    receiver) allocates from an arena of its own, whose heaps hold at most 64 MiB, so a
+    large block gets a mapping of its own there whatever the threshold, unmapped when
+    freed (`tests/test_launch.py` frees 64 MiB in a thread). So a rank keeps one arena for
+    all its threads: in a pipetgl(2) epoch on wikipedia its compute lane then faulted
+    140-810 pages in instead of 7,100-12,800, and its weight receiver 3 instead of
+    3,100-4,600 (17 learners of 2.6 MB), whose CPU time halved; epoch times, side by side
+    with and without, moved less than this machine's noise. The price is that a rank keeps
+    its peak heap until it ends, and its threads share one arena's lock.
     False (and nothing changed) where the C library is not glibc."""
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    return all(mallopt(p, KEEP_BYTES) == 1 for p in (_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD))
+    kept = all(mallopt(p, KEEP_BYTES) == 1 for p in (_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD))
+    return kept and mallopt(_M_ARENA_MAX, 1) == 1
 
 
 def prepare_rank(threads: int, device: str = "cpu"):

@@ -5,8 +5,10 @@ process is one rank (several machines: rank 0 also measures the link to another 
 Every rank times the ops on real batches at once, as in a run, where every rank computes and
 they compete for the machine's cores and memory (on a CPU, inside the runtime:
 `tgpipe.executor.runtime_timing`); rank 0 pools the samples. Then every rank
-joins the gradient all-reduce and the ping-pongs (see `tgpipe.executor.profiler`), and
-rank 0 writes the profile (``compute`` says whether the ops ran on a CPU or a GPU).
+joins the gradient all-reduce, on CPU ranks of one machine the messages from rank 0 to rank
+1 (what a memory token and a handed learner cost each end's core), and the ping-pongs (see
+`tgpipe.executor.profiler`), and rank 0 writes the profile (``compute`` says whether the
+ops ran on a CPU or a GPU).
 
 ``--workload snapshot`` profiles the snapshot workload instead (a GCN + GRU over graph
 snapshots, `tgpipe.executor.snapshot_profiler`): ``--data`` cut into snapshots of
@@ -89,7 +91,12 @@ def _rank_main(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from tgpipe.executor.launch import collective_backend, prepare_rank
-    from tgpipe.executor.profiler import measure_links, measure_ops, time_allreduce
+    from tgpipe.executor.profiler import (
+        measure_links,
+        measure_ops,
+        time_allreduce,
+        time_messages,
+    )
     from tgpipe.executor.runtime_timing import time_in_runtime
     from tgpipe.progress import Progress
 
@@ -141,14 +148,18 @@ def _rank_main(args: argparse.Namespace) -> None:
         allreduce = None
         if world > 1:
             allreduce = time_allreduce(samples.grads, args.warmup, args.repeat, stream)
+        messages = {}
+        if world > 1 and in_runtime and _one_machine(nodes):  # threads beside a CPU's ops
+            size = samples.bytes["STEP"] // 4  # a packed learner's numbers
+            messages = time_messages(size, args.repeat, dist.distributed_c10d._get_default_store())
         links = measure_links(nodes, device)
         if rank == 0:
-            _write(args, stream, device, world, nodes, samples, allreduce, links)
+            _write(args, stream, device, world, nodes, samples, allreduce, links, messages)
     finally:
         dist.destroy_process_group()
 
 
-def _write(args, stream, device, world, nodes, samples, allreduce, links) -> None:
+def _write(args, stream, device, world, nodes, samples, allreduce, links, messages) -> None:
     """Rank 0: the profile, checked, written, read back, and printed as a table."""
     from tgpipe.dag.ops import OPS
     from tgpipe.dag.profile import CostProfile, OpCost
@@ -178,7 +189,9 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         "batch_scale: each training batch's ops over the sum of their medians "
         "(1 where unmeasured). copy_bandwidth: packing and unpacking the learner "
         "(what stale weights, and a learner handed on one machine, copy), median of as "
-        "many rounds. jitter: the standard "
+        "many rounds. message_cpu: the CPU seconds of the sending and the receiving "
+        "process for one memory token and one learner handed on through shared memory "
+        "(rank 0 to rank 1, the runtime's calls), median of --repeat. jitter: the standard "
         "deviation of a batch's ops between the ranks (and epochs) that ran it. "
         f"Links: intra, {links['intra'][1]['how']}; inter, {links['inter'][1]['how']}."
     )
@@ -208,6 +221,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links) -> Non
         batch_scale=samples.batch_scale(stream.n_batches(TRAIN)),
         copy_bandwidth=samples.copy_bandwidth,
         jitter=samples.jitter(),
+        message_cpu=messages,
     )
     profile = _with_allreduce(profile, allreduce, world, nodes)
     _save(profile, args.output)
@@ -277,6 +291,11 @@ def _print_tail(profile, links, path: str) -> None:
         )
     if profile.copy_bandwidth:
         print(f"copies (a learner copied or loaded): {profile.copy_bandwidth / 1e9:.2f} GB/s")
+    for kind, (send, receive) in profile.message_cpu.items():
+        print(
+            f"a {kind} message costs its sender's core {send * 1e3:.3f} ms, "
+            f"its receiver's {receive * 1e3:.3f} ms"
+        )
     if profile.jitter:
         print(f"jitter of one batch's ops, rank to rank: {profile.jitter * 1e3:.3f} ms")
     print(f"wrote profile {path}")

@@ -14,27 +14,35 @@ from tgpipe.errors import InputError
 from tgpipe.executor.launch import check_device, rank_device
 
 _PROBE = """
-import ctypes, ctypes.util, sys
+import ctypes, ctypes.util, sys, threading
 from tgpipe.executor.launch import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 def resident():
     return int(open("/proc/self/statm").read().split()[1])  # pages
-size = 64 * 2**20
-block = libc.malloc(size)
-ctypes.memset(block, 1, size)  # touched: resident
-before = resident()
-libc.free(ctypes.c_void_p(block))
-print(kept, before - resident())
+def released():
+    size = 64 * 2**20
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)  # touched: resident
+    before = resident()
+    libc.free(ctypes.c_void_p(block))
+    print(kept, before - resident())
+if sys.argv[2] == "thread":  # a lane's or a receiver's
+    t = threading.Thread(target=released)
+    t.start()
+    t.join()
+else:
+    released()
 """
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
-def test_a_freed_block_stays_with_the_rank_instead_of_going_back_to_the_system():
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_a_freed_block_stays_with_the_rank_instead_of_going_back_to_the_system(where):
     def released(mode: str) -> tuple[str, int]:
         out = subprocess.run(
-            [sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True
+            [sys.executable, "-c", _PROBE, mode, where], capture_output=True, text=True, check=True
         ).stdout.split()
         return out[0], int(out[1])
 

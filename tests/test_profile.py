@@ -18,7 +18,13 @@ def test_round_trip(tmp_path):
     p = load_profile("gpu-illustrative")
     p.save(tmp_path / "p.json")
     assert CostProfile.load(tmp_path / "p.json") == p
-    copies = dataclasses.replace(p, copy_bandwidth=2e9, jitter=1e-3, allreduce={2: 3e-3})
+    copies = dataclasses.replace(
+        p,
+        copy_bandwidth=2e9,
+        jitter=1e-3,
+        allreduce={2: 3e-3},
+        message_cpu={"memory": (1e-5, 2e-5), "param": (3e-4, 4e-4)},
+    )
     copies.save(tmp_path / "c.json")
     assert CostProfile.load(tmp_path / "c.json") == copies
     assert copies.copy_time(1e6) == pytest.approx(5e-4) and p.copy_time(1e6) == 0.0
@@ -47,6 +53,14 @@ def test_edge_delay_rules(hand):
     cpu = dataclasses.replace(p, compute="cpu", copy_bandwidth=200.0)  # shared slots: 2 copies
     assert cpu.edge_delay("param", 100, False, True, "host") == 0.5 + 2 * 0.5
     assert cpu.edge_delay("param", 100, False, True, "rows") == 1.5
+    # the hand-off as measured (its own calls) instead of two copies at the copy speed
+    handed = dataclasses.replace(p, compute="cpu", message_cpu={"param": (0.25, 0.125)})
+    assert handed.edge_delay("param", 100, False, True, "host") == 0.5 + 0.25 + 0.125
+    assert dataclasses.replace(cpu, message_cpu=handed.message_cpu).slot_handoff(100) == (
+        0.25,
+        0.5,
+        0.125,
+    )
 
 
 def _bad(tmp_path, mutate):
@@ -76,6 +90,10 @@ def _bad(tmp_path, mutate):
         (lambda d: d.update(allreduce={"1": 0.1}), "ranks must be a whole number >= 2"),
         (lambda d: d.update(allreduce={"2": 0}), r"allreduce.2 must be > 0"),
         (lambda d: d.update(allreduce=[2]), "allreduce must be an object of ranks"),
+        (lambda d: d.update(message_cpu=[1]), "message_cpu must be an object of message kind"),
+        (lambda d: d.update(message_cpu={"grads": [0, 0]}), "unknown message kind 'grads'"),
+        (lambda d: d.update(message_cpu={"memory": [1e-5]}), r"memory must be \[sender seconds"),
+        (lambda d: d.update(message_cpu={"param": [1e-5, -1]}), r"param\[1\] must be >= 0"),
     ],
 )
 def test_malformed_profile_names_field(tmp_path, mutate, message):

@@ -63,7 +63,7 @@ def test_the_profile_loads_back_measured_with_every_op(measured):
 
 
 def test_two_ranks_measure_the_link_and_the_allreduce(measured):
-    _, path = measured
+    r, path = measured
     p = load_profile(path)
     assert p.intra.latency > 0 and p.intra.bandwidth > 1e6
     assert "rank 0 with rank 1 over gloo" in p.meta["links"]["intra"]["how"]
@@ -73,6 +73,10 @@ def test_two_ranks_measure_the_link_and_the_allreduce(measured):
     assert p.cost("GRAD_SYNC", 2) == a["median"] == p.allreduce[2]  # kept, and used
     link_model = dataclasses.replace(p, allreduce={})
     assert a["predicted"] == pytest.approx(link_model.cost("GRAD_SYNC", 2))
+    # what a token and a handed learner cost each end's core, from the runtime's calls
+    assert set(p.message_cpu) == {"memory", "param"}
+    assert all(0 < t < 0.1 for ends in p.message_cpu.values() for t in ends)
+    assert "a param message costs its sender's core" in r.stdout
 
 
 def test_one_rank_still_writes_a_profile_with_a_loopback_link(tmp_path):
