@@ -60,6 +60,28 @@ def test_validate_prints_predicted_and_measured_and_draws_both(tmp_path):
     assert page.count("(simulated)") >= 2 and page.count("(measured)") >= 2
 
 
+def test_a_run_is_measured_by_its_epoch_of_median_period_after_the_first():
+    """`tgpipe run --trace-epochs all` puts each epoch after the one before; the measured
+    epoch is, of all but the first (warm-up), the one of median period, from time 0."""
+    from tgpipe.executor.validate import median_epoch
+    from tgpipe.trace import Trace
+
+    profile = dataclasses.replace(load_profile("gpu-illustrative"), compute="cpu")
+    one = simulate(family("pipetgl", profile, 2, 12), profile)
+    rows, zero = [], 0.0
+    for slower in (5.0, 1.2, 1.0, 3.0):  # warm-up, then a burst of other work in the last
+        rows += [
+            r._replace(start=zero + r.start * slower, end=zero + r.end * slower) for r in one.rows
+        ]
+        zero = max(r.end for r in rows)
+    picked = median_epoch(Trace(rows, one.meta), 4)
+    assert metrics(picked).period == pytest.approx(1.2 * metrics(one).period)
+    ends = {(r.rank, r.op, r.batch): r.end for r in picked.rows}
+    assert ends == pytest.approx({(r.rank, r.op, r.batch): 1.2 * r.end for r in one.rows})
+    with pytest.raises(ValueError, match="is not 5 epochs"):  # 108 rows an epoch
+        median_epoch(Trace(rows, one.meta), 5)
+
+
 @pytest.mark.parametrize("name", ["sequential", "data_parallel", "mspipe", "pipetgl"])
 def test_replaying_a_trace_with_its_own_costs_gives_it_back(name):
     from tgpipe.executor.validate import measured_costs

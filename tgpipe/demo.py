@@ -3,8 +3,8 @@
 1. profile this machine (`tgpipe profile`, on the synthetic data set, all ranks at once);
 2. search the schedules for this machine, and for 2, 4 and 8 GPUs of the built-in
    ``gpu-illustrative`` profile;
-3. simulate and run (two epochs, the second measured; local gloo ranks) every family and
-   the found schedule here;
+3. simulate and run (four epochs, the median of the last three measured; local gloo ranks)
+   every family and the found schedule here;
 4. print the summary (predicted and measured period, error, bubbles, semantics) and write
    one Gantt chart with every schedule's simulated and measured trace on one time axis.
 
@@ -78,7 +78,7 @@ def _main(args: argparse.Namespace) -> None:
 
     schedules = family_schedules(FAMILY_NAMES, here, W, n)
     schedules.append(found.best.schedule)
-    _say(f"[3/4] simulating and running {len(schedules)} schedules here, two epochs each")
+    _say(f"[3/4] simulating and running {len(schedules)} schedules here, four epochs each")
     rows, traces = validate(schedules, here, data, alone)
 
     _say(f"[4/4] summary: {n} batches of {args.batch_size} events on this machine")
