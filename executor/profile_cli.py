@@ -119,13 +119,14 @@ def _rank_main(args: argparse.Namespace) -> None:
             return
         total = args.warmup + args.repeat
         in_runtime = device.type == "cpu"  # on a GPU, timing in the runtime is untried yet
+        kv = dist.distributed_c10d._get_default_store()
         with Progress(
             total * (1 + in_runtime),
             "profile ops",
             "batch",
             stream=sys.stderr if rank == 0 else None,
         ) as bar:
-            samples = measure_ops(
+            loop = samples = measure_ops(
                 stream, config, args.warmup, args.repeat, group=alone[rank], progress=bar
             )
             if in_runtime:  # the ops' seconds as the runtime pays them, GRAD_SYNC's aside
@@ -136,27 +137,36 @@ def _rank_main(args: argparse.Namespace) -> None:
                     args.repeat,
                     shared=_one_machine(nodes),
                     progress=bar,
+                    kv=kv if world > 1 else None,
                 )
-                seconds["GRAD_SYNC"] = samples.seconds["GRAD_SYNC"]
-                samples = dataclasses.replace(samples, seconds=seconds, batches=batches)
+                seconds["GRAD_SYNC"] = loop.seconds["GRAD_SYNC"]
+                samples = dataclasses.replace(loop, seconds=seconds, batches=batches)
         pooled = [None] * world if rank == 0 else None
-        dist.gather_object(samples.seconds, pooled)  # every rank's samples, as they ran together
-        if rank == 0:
-            for other in pooled[1:]:
-                for op, seconds in other.items():
-                    samples.seconds[op].extend(seconds)
+        # every rank's samples, as they ran together
+        dist.gather_object((loop.seconds, samples.seconds, samples.batches), pooled)
+        if rank == 0:  # the jitter from the loop, where every rank timed the same batches
+            loop = _pool(loop, [(part[0], loop.batches) for part in pooled])
+            samples = _pool(samples, [part[1:] for part in pooled])
+            samples = dataclasses.replace(samples, jitter=loop.measured_jitter())
         allreduce = None
         if world > 1:
             allreduce = time_allreduce(samples.grads, args.warmup, args.repeat, stream)
         messages = {}
         if world > 1 and in_runtime and _one_machine(nodes):  # threads beside a CPU's ops
             size = samples.bytes["STEP"] // 4  # a packed learner's numbers
-            messages = time_messages(size, args.repeat, dist.distributed_c10d._get_default_store())
+            messages = time_messages(size, args.repeat, kv)
         links = measure_links(nodes, device)
         if rank == 0:
             _write(args, stream, device, world, nodes, samples, allreduce, links, messages)
     finally:
         dist.destroy_process_group()
+
+
+def _pool(samples, parts: list[tuple[dict[str, list[float]], list[tuple[int, int]]]]):
+    """`samples` with the seconds and batches of every rank (`parts`: each rank's) in one."""
+    seconds = {op: [t for part, _ in parts for t in part[op]] for op in samples.seconds}
+    batches = [b for _, part in parts for b in part]
+    return dataclasses.replace(samples, seconds=seconds, batches=batches)
 
 
 def _write(args, stream, device, world, nodes, samples, allreduce, links, messages) -> None:
@@ -177,7 +187,9 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links, messag
         f"{args.batch_size}: each op's median and median absolute deviation over "
         f"{args.repeat} training batches run in order after {args.warmup} warm-up batches, "
         + (
-            "by the runtime itself on the sequential schedule (lane threads, "
+            "by the runtime itself on "
+            + ("the sequential schedule" if world == 1 else "data parallel over all ranks")
+            + " (lane threads, "
             + ("a shared memory store" if _one_machine(nodes) else "a memory replica")
             + ", as runs on these ranks use), as an op costs in a run; GRAD_SYNC's from a "
             "loop of the ops. "
@@ -220,7 +232,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links, messag
         compute="cpu" if device.type == "cpu" else "gpu",  # cuda: a GPU
         batch_scale=samples.batch_scale(stream.n_batches(TRAIN)),
         copy_bandwidth=samples.copy_bandwidth,
-        jitter=samples.jitter(),
+        jitter=samples.jitter,
         message_cpu=messages,
     )
     profile = _with_allreduce(profile, allreduce, world, nodes)
@@ -454,7 +466,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Time each op of TGN training (the code 'tgpipe run' runs) on real "
         "batches of the data, in training order after warm-up batches: median and spread "
         "(median absolute deviation) per op, and the bytes it moves. On a CPU the ops run "
-        "inside the runtime itself (the sequential schedule, lane threads and all), and an "
+        "inside the runtime itself (one rank: the sequential schedule; several: data "
+        "parallel over all of them; lane threads and all), and an "
         "op's time includes the runtime's pause before it. With several ranks, "
         "also the latency and bandwidth between them (ping-pong) and the gradient "
         "all-reduce. Writes a CostProfile for 'tgpipe simulate --profile' and 'tgpipe search "

@@ -162,12 +162,13 @@ class OpSamples:
     batches: list[tuple[int, int]]  #: (epoch, batch) of each measured batch
     grads: list[torch.Tensor] = field(repr=False)  #: the last batch's gradients
     copy_bandwidth: float = 0.0  #: bytes/s of packing and unpacking the learner
+    jitter: float = 0.0  #: seconds; set from `measured_jitter` of the samples that show it
 
     def costs(self) -> dict[str, tuple[float, float, int]]:
         """op -> (median, spread, bytes)."""
         return {op: (*median_spread(s), self.bytes[op]) for op, s in self.seconds.items()}
 
-    def jitter(self) -> float:
+    def measured_jitter(self) -> float:
         """The standard deviation of one batch's ops (GRAD_SYNC and STEP aside) between
         runs of the same batch: pooled over the batches measured more than once (on several
         ranks at once, or in several epochs); 0 where none was."""
@@ -176,13 +177,12 @@ class OpSamples:
 
     def _totals(self) -> dict[int, list[float]]:
         """Training batch -> the sums of its ops (GRAD_SYNC and STEP aside), one per time
-        it was measured. Samples pooled from several ranks repeat the list of `batches`
-        once per rank."""
+        it was measured (`batches`: the batch of each sample)."""
         per = [op for op in self.seconds if op not in ("GRAD_SYNC", "STEP")]
         totals: dict[int, list[float]] = {}
         columns = zip(*(self.seconds[op] for op in per), strict=True)
-        for i, total in enumerate(map(sum, columns)):
-            totals.setdefault(self.batches[i % len(self.batches)][1], []).append(total)
+        for (_, batch), total in zip(self.batches, map(sum, columns), strict=True):
+            totals.setdefault(batch, []).append(total)
         return totals
 
     def batch_scale(self, n_batches: int) -> tuple[float, ...]:

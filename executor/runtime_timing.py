@@ -1,4 +1,4 @@
-"""The ops timed where they run: sequential training through the runtime itself.
+"""The ops timed where they run: training through the runtime itself.
 
 **Why.** Timed one after another in a plain loop (`tgpipe.executor.profiler.measure_ops`),
 the ops cost less than the same ops inside ``tgpipe run``. Measured on the synthetic data
@@ -15,13 +15,24 @@ two rounds). The reasons are the runtime's:
 - the shared store keeps an undo record per write and takes a file lock;
 - the lanes interleave batches, so an op finds other data in the caches than in the loop.
 
-So on a CPU each rank trains the `sequential` schedule through `RankRunner`, with the memory
-backend its runs would have and every rank at once (as they run), and each op's seconds are
-read from its trace rows: from the end of the op before it on the rank (the runtime runs one
-at a time on a CPU) to its own end. The pause between the two is the op's dispatch (its lane
-thread woken, the runner's bookkeeping: 2-4 % of a sequential epoch here, 0.02-0.2 ms per
-op), which a run pays for every op and the simulator has no other place for. The simulator
-then starts from what the runtime pays for an op.
+So on a CPU the ranks train through `RankRunner`, with the memory backend their runs would
+have, and each op's seconds are read from its trace rows: from the end of the op before it
+on the rank (the runtime runs one at a time on a CPU) to its own end. The pause between the
+two is the op's dispatch (its lane thread woken, the runner's bookkeeping: 2-4 % of a
+sequential epoch here, 0.02-0.2 ms per op), which a run pays for every op and the simulator
+has no other place for. The simulator then starts from what the runtime pays for an op.
+
+One rank alone trains the `sequential` schedule. Several train `data_parallel` over all of
+them: one store for all, their memory tokens and all-reduces, the ranks in step. They used
+to train a sequential schedule each, side by side, and the ops of every two-rank family then
+cost more in its run than in the profile taken just before it (wikipedia, 30,000 events,
+medians of three rounds: MEM_FETCH +55-63 %, MEM_SUPPORT +11-23 %, FWD +11-19 %, BWD
++6-14 %; the sequential run's, from a profile of one rank alone, -13 to +6 %), and the
+simulator predicted each of the three families 10-12 % too fast (medians). Profiled in data
+parallel, the next three rounds put FWD at -11 to +1 % and BWD at -2 to +4 % of the
+profile, the families' median errors at +1.1 to +14.9 %. A rank's ops beside ranks that
+train with it (reading the rows they wrote, in step with them, gloo's threads working) cost
+more than beside ranks that train alone.
 """
 
 from __future__ import annotations
@@ -49,38 +60,61 @@ def time_in_runtime(
     *,
     shared: bool,
     progress: Progress | None = None,
+    kv=None,
 ) -> tuple[dict[str, list[float]], list[tuple[int, int]]]:
-    """Seconds of every op (its dispatch included) in `repeat` training batches after
-    `warmup`, run by the runtime on the sequential schedule (`shared`: on the shared host
-    memory store, else on a replica), and the (epoch, batch) of each measured batch, in
-    order. Not GRAD_SYNC: the sequential schedule has none."""
+    """Seconds of every op (its dispatch included) in the training batches after `warmup`
+    that this rank runs, and the (epoch, batch) of each, in order, GRAD_SYNC aside. One rank
+    alone runs `warmup` + `repeat` batches of the sequential schedule; with `kv` (the run's
+    key-value store, torch.distributed set up) every rank runs that many of data parallel
+    over all of them, so that the ops cost what they cost beside the other ranks' in a run
+    (module doc). `shared`: on the shared host memory store (every rank's, with `kv`), else
+    on a replica."""
+    import torch.distributed as dist
+
+    from tgpipe.dag.build import predecessors
     from tgpipe.executor.rank import RankRunner
-    from tgpipe.executor.runtime import lower
-    from tgpipe.executor.shared_store import shared_folder
-    from tgpipe.schedules.families import sequential
+    from tgpipe.executor.runtime import lower, process_group_sets
+    from tgpipe.executor.shared_store import open_run_file, shared_folder
+    from tgpipe.schedules.families import data_parallel, sequential
 
     n = stream.n_batches(TRAIN)
-    schedule = sequential(None, 1, n)  # its lanes do not depend on costs
-    (program,) = lower(schedule).values()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if kv is not None else (0, 1)
+    groups: dict = {"memory": None, "weights": None}  # one rank: no messages
+    preds: dict = {}  # one rank: it waits for nothing but itself
+    if world == 1:
+        schedule = sequential(None, 1, n)  # its lanes do not depend on costs
+    else:
+        schedule = data_parallel(None, world, n)
+        groups = {kind: dist.new_group(backend="gloo") for kind in groups}
+        for ranks in process_group_sets(schedule):
+            groups[ranks] = dist.new_group(list(ranks), backend="gloo")
+        preds = predecessors(schedule.semantics, n)
+    program = lower(schedule)[rank]
+    g = schedule.semantics.g
     fd = None
-    if shared:  # a store of this process alone, as `SharedStore.create` makes
+    if shared and world > 1:  # one store for all ranks, as a run's
+        fd = open_run_file(kv, rank, dist.barrier)
+    elif shared:  # a store of this process alone, as `SharedStore.create` makes
         fd, path = tempfile.mkstemp(prefix="tgpipe-profile-", dir=shared_folder())
         os.unlink(path)
-    groups = {"memory": None, "weights": None}  # one rank: no messages
     per_batch: dict[int, dict[str, float]] = defaultdict(dict)
     total = warmup + repeat
     try:
-        runner = RankRunner(0, schedule, program, stream, config, groups=groups, shared_memory=fd)
+        runner = RankRunner(
+            rank, schedule, program, stream, config, groups=groups, shared_memory=fd
+        )
         for epoch in range((total + n - 1) // n):
             gc.collect()  # as `tgpipe run` does between epochs
+            if world > 1:
+                dist.barrier()  # every rank starts the epoch together, as in a run
             runner.begin_epoch(epoch)
-            hi = min(n, total - epoch * n)
+            hi = min(n, -(-(total - epoch * n) // g) * g)  # whole synchronous groups
             runner.run_batches(0, hi)
-            for (op, batch), took in op_seconds(runner.end_epoch().rows, {}).items():
-                if epoch * n + batch >= warmup:
+            for (op, batch), took in op_seconds(runner.end_epoch().rows, preds).items():
+                if epoch * n + batch >= warmup and op != "GRAD_SYNC":
                     per_batch[epoch * n + batch][op] = took
             if progress:
-                progress.update(hi, note="in the runtime")
+                progress.update(min(hi, total - epoch * n), note="in the runtime")
     finally:
         if fd is not None:  # the runner is done: its unlinked file goes with its mapping
             os.close(fd)

@@ -53,7 +53,7 @@ def test_the_profile_loads_back_measured_with_every_op(measured):
     assert p.to_dict() == json.loads(path.read_text())
     assert p.source == "measured" and p.name == "p" and p.batch_size == 600
     assert p.device and p.cpu_cores >= 1 and "tgpipe profile" in p.note
-    assert "by the runtime itself on the sequential schedule" in p.note  # on a CPU
+    assert "by the runtime itself on data parallel over all ranks" in p.note  # CPU, 2 ranks
     assert "a shared memory store" in p.note  # every rank on one machine
     assert list(p.ops) == list(OPS)
     for op, cost in p.ops.items():
@@ -84,6 +84,7 @@ def test_one_rank_still_writes_a_profile_with_a_loopback_link(tmp_path):
     p = load_profile(tmp_path / "one.json")
     assert p.intra.latency > 0 and p.inter == p.intra and "allreduce" not in p.meta
     assert "TCP loopback" in p.meta["links"]["intra"]["how"] and "TCP loopback" in p.note
+    assert "by the runtime itself on the sequential schedule" in p.note
 
 
 def test_two_machines_profile_the_link_between_them_and_time_the_ops_on_replicas(tmp_path):
@@ -113,7 +114,8 @@ def test_two_machines_profile_the_link_between_them_and_time_the_ops_on_replicas
     assert [p.returncode for p in launchers] == [0, 0], errors[0][-2000:]
     p = load_profile(tmp_path / "p0.json")
     assert (
-        "by the runtime itself on the sequential schedule (lane threads, a memory replica" in p.note
+        "by the runtime itself on data parallel over all ranks (lane threads, a memory replica"
+        in p.note
     )
     assert "rank 0 with rank 1 over gloo" in p.meta["links"]["inter"]["how"]
     assert all(p.ops[op].median > 0 for op in OPS)

@@ -150,10 +150,13 @@ def test_a_profiles_batch_scale_gives_each_measured_batch_its_time():
 
     seconds = {"FWD": [1.0, 3.0, 1.0, 3.0], "BWD": [1.0] * 4, "GRAD_SYNC": [9.0] * 4}
     seconds["STEP"] = [5.0, 1.0, 5.0, 1.0]  # the same weights every batch: left out
-    samples = OpSamples(seconds, {}, [(0, 0), (0, 1)], grads=[])  # two ranks pooled
+    samples = OpSamples(seconds, {}, [(0, 0), (0, 1)] * 2, grads=[])  # two ranks pooled
     # medians: FWD 2, BWD 1 -> a batch "costs" 3; batch 0 took 2, batch 1 took 4
     assert samples.batch_scale(3) == pytest.approx((2 / 3, 4 / 3, 1.0))
-    assert samples.jitter() == 0.0  # both ranks took the same time for each batch
+    assert samples.measured_jitter() == 0.0  # both ranks took the same time for each batch
+    # data parallel: rank 0 ran batches 0 and 2, rank 1 batches 1 and 3
+    parallel = OpSamples(seconds, {}, [(0, 0), (0, 2), (0, 1), (0, 3)], grads=[])
+    assert parallel.batch_scale(4) == pytest.approx((2 / 3, 2 / 3, 4 / 3, 4 / 3))
 
 
 def test_a_profiles_jitter_is_the_spread_between_runs_of_one_batch():
@@ -161,6 +164,6 @@ def test_a_profiles_jitter_is_the_spread_between_runs_of_one_batch():
 
     # two ranks pooled, batches 0 and 1: rank 1 took 1 s more on batch 0, 3 s less on 1
     seconds = {"FWD": [2.0, 6.0, 3.0, 3.0], "GRAD_SYNC": [0.0] * 4, "STEP": [0.0] * 4}
-    samples = OpSamples(seconds, {}, [(0, 0), (0, 1)], grads=[])
+    samples = OpSamples(seconds, {}, [(0, 0), (0, 1)] * 2, grads=[])
     # sample variances 0.5 and 4.5: their mean 2.5
-    assert samples.jitter() == pytest.approx(2.5**0.5)
+    assert samples.measured_jitter() == pytest.approx(2.5**0.5)
