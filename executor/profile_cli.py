@@ -204,7 +204,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links, messag
         "many rounds. message_cpu: the CPU seconds of the sending and the receiving "
         "process for one memory token and one learner handed on through shared memory "
         "(rank 0 to rank 1, the runtime's calls), median of --repeat. jitter: the standard "
-        "deviation of a batch's ops between the ranks (and epochs) that ran it. "
+        "deviation of a batch's ops between the ranks that ran it in a loop of the ops. "
         f"Links: intra, {links['intra'][1]['how']}; inter, {links['inter'][1]['how']}."
     )
     meta = {
