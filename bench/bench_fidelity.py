@@ -57,6 +57,8 @@ def main() -> None:
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="profile-and-run pairs per family")
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     limit = args.limit_events or None
     n = training_batches(args.data, args.batch_size, limit)
     data = data_args(args.data, args.batch_size, limit)
@@ -135,7 +137,7 @@ def _total(profile) -> float:
 
 def _midpoint(before: CostProfile, after: CostProfile) -> CostProfile:
     """The machine halfway through a run: each time the mean of the two profiles' (an op's
-    median, a batch's scale, the jitter, the all-reduce, a message's cost to its cores, a
+    median, a batch's scale, the jitter, the all-reduce, a hand-off's cost to its cores, a
     copy's and a message's seconds per byte)."""
 
     def rate(a: float, b: float) -> float:  # bytes/s: the mean of seconds per byte
@@ -162,11 +164,9 @@ def _midpoint(before: CostProfile, after: CostProfile) -> CostProfile:
             if k in after.allreduce
         },
         copy_bandwidth=rate(before.copy_bandwidth, after.copy_bandwidth),
-        message_cpu={
-            kind: tuple((x + y) / 2 for x, y in zip(ends, after.message_cpu[kind], strict=True))
-            for kind, ends in before.message_cpu.items()
-            if kind in after.message_cpu
-        },
+        handoff_cpu=tuple(
+            (x + y) / 2 for x, y in zip(before.handoff_cpu, after.handoff_cpu, strict=False)
+        ),
     )
 
 

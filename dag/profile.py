@@ -21,13 +21,12 @@ and what a learner handed to a rank of the same machine costs (a copy into share
 and one out: `slots`). Absent or 0: such copies are free (the built-in GPU profiles: device
 copies, small beside the ops).
 
-``message_cpu`` (optional; kind -> [sender's, receiver's] seconds) is what one message between
-two CPU ranks of a machine costs the cores of its two ends, as measured by ``tgpipe profile``
-with the runtime's own calls (each rank's sender and receiver threads run on its core beside
-its ops): ``memory``, the token that says a write is in the shared store; ``param``, a
-learner handed on through the slots (a copy in, the token, a copy out: it replaces the two
-copies at ``copy_bandwidth`` in `slot_handoff`). Absent: tokens are free and a learner costs
-its two copies.
+``handoff_cpu`` (optional; [sender's, receiver's] seconds) is what one learner handed on
+through the slots between two CPU ranks of a machine (a copy in, a token, a copy out) costs
+the cores of its two ends, as measured by ``tgpipe profile`` with the runtime's own calls
+(each rank's sender and receiver threads run on its core beside its ops). It replaces the two
+copies at ``copy_bandwidth`` in `slot_handoff`. The memory tokens need no such number: a
+measured profile times the ops of several ranks in data parallel, whose tokens it holds.
 
 ``allreduce`` (optional; ranks -> seconds) is GRAD_SYNC's whole all-reduce as measured on
 that many ranks of one machine (`tgpipe profile`): where it is known, `cost` takes it
@@ -149,8 +148,8 @@ class CostProfile:
     jitter: float = 0.0
     #: ranks of one machine -> seconds of GRAD_SYNC's whole all-reduce there, as measured
     allreduce: dict[int, float] = field(default_factory=dict)
-    #: message kind -> (sender's, receiver's) core seconds, as measured (module doc)
-    message_cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: (sender's, receiver's) core seconds of a learner handed on, as measured (module doc)
+    handoff_cpu: tuple[float, ...] = ()
 
     # ---- costs: the one place where an op's time is decided --------------------------------
     def cost(self, op: str, n_ranks: int = 1, inter: bool = False) -> float:
@@ -216,9 +215,9 @@ class CostProfile:
         """A learner of `nbytes` handed on through the slots, in its three parts: the
         sender's copy in (once, for every peer), the token's latency, a peer's copy out;
         the sender's and the peer's parts as measured where the profile has them
-        (`message_cpu`, for its learner: a param edge always carries STEP's bytes)."""
-        if "param" in self.message_cpu:
-            send, receive = self.message_cpu["param"]
+        (`handoff_cpu`, for its learner: a param edge always carries STEP's bytes)."""
+        if self.handoff_cpu:
+            send, receive = self.handoff_cpu
             return send, self.intra.latency, receive
         copy = self.copy_time(nbytes)
         return copy, self.intra.latency, copy
@@ -227,8 +226,8 @@ class CostProfile:
         """Whether a run hands packed learners between ranks through shared memory
         (`tgpipe.executor.shared_weights`: the runtime does where its node memory is shared,
         every rank on one machine), with a cost to charge for it (measured profiles: the
-        copy speed, or the hand-off's own `message_cpu`)."""
-        measured = self.copy_bandwidth or "param" in self.message_cpu
+        copy speed, or the hand-off's own `handoff_cpu`)."""
+        measured = self.copy_bandwidth or self.handoff_cpu
         return memory == "host" and machines == 1 and bool(measured)
 
     # ---- JSON ---------------------------------------------------------------------------------
@@ -245,11 +244,7 @@ class CostProfile:
             **({"batch_scale": list(self.batch_scale)} if self.batch_scale else {}),
             **({"copy_bandwidth": self.copy_bandwidth} if self.copy_bandwidth else {}),
             **({"jitter": self.jitter} if self.jitter else {}),
-            **(
-                {"message_cpu": {k: list(v) for k, v in self.message_cpu.items()}}
-                if self.message_cpu
-                else {}
-            ),
+            **({"handoff_cpu": list(self.handoff_cpu)} if self.handoff_cpu else {}),
             **(
                 {"allreduce": {str(k): v for k, v in self.allreduce.items()}}
                 if self.allreduce
@@ -440,7 +435,7 @@ def _parse(data: object, where: str) -> CostProfile:
         copy_bandwidth=float(copy),
         jitter=_number(data.get("jitter", 0.0), f"{where}: jitter", most=MAX_SECONDS, unit="s"),
         allreduce=_allreduce(data.get("allreduce", {}), where),
-        message_cpu=_message_cpu(data.get("message_cpu", {}), where),
+        handoff_cpu=_handoff_cpu(data.get("handoff_cpu", []), where),
     )
 
 
@@ -457,30 +452,12 @@ def _allreduce(value: object, where: str) -> dict[int, float]:
     return found
 
 
-#: The messages whose cost to their ends' cores a profile may hold (`CostProfile.message_cpu`).
-MESSAGE_KINDS = ("memory", "param")
-
-
-def _message_cpu(value: object, where: str) -> dict[str, tuple[float, float]]:
-    """The ``message_cpu`` field: kind -> [sender's, receiver's] seconds."""
-    at = f"{where}: message_cpu"
-    if not isinstance(value, dict):
-        raise InputError(
-            f"{at} must be an object of message kind -> [sender seconds, receiver seconds], "
-            'like {"memory": [2e-5, 3e-5]}'
-        )
-    found = {}
-    for kind, ends in value.items():
-        if kind not in MESSAGE_KINDS:
-            raise InputError(
-                f"{at}: unknown message kind {kind!r}: use {' or '.join(MESSAGE_KINDS)}"
-            )
-        if not isinstance(ends, list) or len(ends) != 2:
-            raise InputError(f"{at}.{kind} must be [sender seconds, receiver seconds]")
-        found[kind] = tuple(
-            _number(x, f"{at}.{kind}[{k}]", most=MAX_SECONDS, unit="s") for k, x in enumerate(ends)
-        )
-    return found
+def _handoff_cpu(value: object, where: str) -> tuple[float, ...]:
+    """The ``handoff_cpu`` field: [sender's, receiver's] seconds, or [] (unmeasured)."""
+    at = f"{where}: handoff_cpu"
+    if not isinstance(value, list) or len(value) not in (0, 2):
+        raise InputError(f"{at} must be [sender seconds, receiver seconds], like [2e-4, 3e-4]")
+    return tuple(_number(x, f"{at}[{k}]", most=MAX_SECONDS, unit="s") for k, x in enumerate(value))
 
 
 def builtin_profiles() -> list[str]:

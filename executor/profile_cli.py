@@ -5,8 +5,8 @@ process is one rank (several machines: rank 0 also measures the link to another 
 Every rank times the ops on real batches at once, as in a run, where every rank computes and
 they compete for the machine's cores and memory (on a CPU, inside the runtime:
 `tgpipe.executor.runtime_timing`); rank 0 pools the samples. Then every rank
-joins the gradient all-reduce, on CPU ranks of one machine the messages from rank 0 to rank
-1 (what a memory token and a handed learner cost each end's core), and the ping-pongs (see
+joins the gradient all-reduce, on CPU ranks of one machine a learner handed on from rank 0
+to rank 1 (what it costs each end's core), and the ping-pongs (see
 `tgpipe.executor.profiler`), and rank 0 writes the profile (``compute`` says whether the
 ops ran on a CPU or a GPU).
 
@@ -95,7 +95,7 @@ def _rank_main(args: argparse.Namespace) -> None:
         measure_links,
         measure_ops,
         time_allreduce,
-        time_messages,
+        time_handoff,
     )
     from tgpipe.executor.runtime_timing import time_in_runtime
     from tgpipe.progress import Progress
@@ -151,13 +151,13 @@ def _rank_main(args: argparse.Namespace) -> None:
         allreduce = None
         if world > 1:
             allreduce = time_allreduce(samples.grads, args.warmup, args.repeat, stream)
-        messages = {}
+        handoff = ()
         if world > 1 and in_runtime and _one_machine(nodes):  # threads beside a CPU's ops
             size = samples.bytes["STEP"] // 4  # a packed learner's numbers
-            messages = time_messages(size, args.repeat, kv)
+            handoff = time_handoff(size, args.repeat, kv)
         links = measure_links(nodes, device)
         if rank == 0:
-            _write(args, stream, device, world, nodes, samples, allreduce, links, messages)
+            _write(args, stream, device, world, nodes, samples, allreduce, links, handoff)
     finally:
         dist.destroy_process_group()
 
@@ -169,7 +169,7 @@ def _pool(samples, parts: list[tuple[dict[str, list[float]], list[tuple[int, int
     return dataclasses.replace(samples, seconds=seconds, batches=batches)
 
 
-def _write(args, stream, device, world, nodes, samples, allreduce, links, messages) -> None:
+def _write(args, stream, device, world, nodes, samples, allreduce, links, handoff) -> None:
     """Rank 0: the profile, checked, written, read back, and printed as a table."""
     from tgpipe.dag.ops import OPS
     from tgpipe.dag.profile import CostProfile, OpCost
@@ -201,10 +201,11 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links, messag
         "batch_scale: each training batch's ops over the sum of their medians "
         "(1 where unmeasured). copy_bandwidth: packing and unpacking the learner "
         "(what stale weights, and a learner handed on one machine, copy), median of as "
-        "many rounds. message_cpu: the CPU seconds of the sending and the receiving "
-        "process for one memory token and one learner handed on through shared memory "
-        "(rank 0 to rank 1, the runtime's calls), median of --repeat. jitter: the standard "
-        "deviation of a batch's ops between the ranks that ran it in a loop of the ops. "
+        "many rounds. handoff_cpu: the CPU seconds of the sending and the receiving "
+        "process for one learner handed on through shared memory (rank 0 to rank 1, the "
+        "runtime's calls), median of --repeat. jitter: the standard "
+        "deviation of a batch's ops between the ranks (one rank: the epochs) that ran it in a "
+        "loop of the ops. "
         f"Links: intra, {links['intra'][1]['how']}; inter, {links['inter'][1]['how']}."
     )
     meta = {
@@ -233,7 +234,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links, messag
         batch_scale=samples.batch_scale(stream.n_batches(TRAIN)),
         copy_bandwidth=samples.copy_bandwidth,
         jitter=samples.jitter,
-        message_cpu=messages,
+        handoff_cpu=handoff,
     )
     profile = _with_allreduce(profile, allreduce, world, nodes)
     _save(profile, args.output)
@@ -303,9 +304,10 @@ def _print_tail(profile, links, path: str) -> None:
         )
     if profile.copy_bandwidth:
         print(f"copies (a learner copied or loaded): {profile.copy_bandwidth / 1e9:.2f} GB/s")
-    for kind, (send, receive) in profile.message_cpu.items():
+    if profile.handoff_cpu:
+        send, receive = profile.handoff_cpu
         print(
-            f"a {kind} message costs its sender's core {send * 1e3:.3f} ms, "
+            f"a learner handed on costs its sender's core {send * 1e3:.3f} ms, "
             f"its receiver's {receive * 1e3:.3f} ms"
         )
     if profile.jitter:

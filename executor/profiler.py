@@ -28,9 +28,10 @@ The copy bandwidth (`copy_rate`) is the learner packed and unpacked again, timed
 ops from cold caches: what a rank pays where it copies weights (`tgpipe.executor.weight_plan`),
 beside the link.
 
-What a message between two CPU ranks of a machine costs their cores (`time_messages`): the
-runtime's sender and receiver threads run on a rank's core beside its ops, so the simulator
-charges each end's CPU seconds to the op running there (`CostProfile.message_cpu`).
+What a learner handed on between two CPU ranks of a machine costs their cores
+(`time_handoff`): the runtime's sender and receiver threads run on a rank's core beside its
+ops, so the simulator charges each end's CPU seconds to the op running there
+(`CostProfile.handoff_cpu`).
 
 A link is measured by ping-pong: the leader sends a message, the peer sends it back. The
 latency is half the median round trip of small messages; the bandwidth is what makes
@@ -95,7 +96,7 @@ __all__ = [
     "ping_pong",
     "time_allreduce",
     "time_collective",
-    "time_messages",
+    "time_handoff",
 ]
 
 #: Ping-pong messages: a small one for the latency, a large one for the bandwidth (larger on
@@ -294,19 +295,15 @@ def time_collective(
     return times
 
 
-def time_messages(size: int, repeat: int, kv) -> dict[str, tuple[float, float]]:
-    """What one message from rank 0 to rank 1 of this machine costs each end's core: the
-    CPU seconds of its whole process (gloo's own threads included) over the runtime's own
-    calls (`tgpipe.executor.rank`), median of `repeat` after a tenth more uncounted:
-
-    - ``memory``: the token that says a write is in the shared store (an isend of one
-      number; a blocking receive);
-    - ``param``: a learner of `size` numbers handed on through `SharedSlots` (its copy in and
-      its token; the token received and the copy out).
-
-    Every rank calls it (the others join the barriers; `kv`: the run's key-value store, for
-    the slots' file); each gets {kind: (sender's, receiver's)}. A barrier between messages
-    keeps each one alone: no wait for a slot, no other message's work in its seconds."""
+def time_handoff(size: int, repeat: int, kv) -> tuple[float, float]:
+    """What one learner of `size` numbers handed on from rank 0 to rank 1 of this machine
+    through `SharedSlots` costs each end's core, with the runtime's own calls
+    (`tgpipe.executor.rank`: the copy in and the token; the token received and the copy
+    out): the CPU seconds of its whole process (gloo's own threads included), median of
+    `repeat` after a tenth more uncounted. Every rank calls it (the others join the
+    barriers; `kv`: the run's key-value store, for the slots' file) and gets (rank 0's, rank
+    1's). A barrier between hand-offs keeps each one alone: no wait for a slot, no other
+    hand-off's work in its seconds."""
     from tgpipe.executor.shared_store import open_run_file
     from tgpipe.executor.shared_weights import SharedSlots
 
@@ -315,38 +312,29 @@ def time_messages(size: int, repeat: int, kv) -> dict[str, tuple[float, float]]:
     slots = SharedSlots(fd, size=size, world=world, rank=rank)
     packed = torch.rand(size)
 
-    def send(k: int) -> None:
-        dist.isend(torch.zeros(1, dtype=torch.int64), 1, tag=2 * k).wait()
-
-    def receive(k: int) -> None:
-        dist.recv(torch.empty(1, dtype=torch.int64), 0, tag=2 * k)
-
     def publish(k: int) -> None:
         slot = slots.publish(epoch=0, version=k + 1, packed=packed, peers=[1])
-        dist.isend(torch.tensor([slot]), 1, tag=2 * k + 1).wait()
+        dist.isend(torch.tensor([slot]), 1, tag=k).wait()
 
     def take(k: int) -> None:
         slot = torch.empty(1, dtype=torch.int64)
-        dist.recv(slot, 0, tag=2 * k + 1)
+        dist.recv(slot, 0, tag=k)
         slots.take(epoch=0, version=k + 1, sender=0, slot=int(slot))
 
     warmup = max(1, repeat // 10)
-    found = {}
+    seconds = []
     try:
-        for kind, calls in (("memory", (send, receive)), ("param", (publish, take))):
-            seconds = []
-            for k in range(warmup + repeat):
-                dist.barrier()
-                start = time.process_time()
-                if rank < 2:
-                    calls[rank](k)
-                seconds.append(time.process_time() - start)
-            ends = [None] * world
-            dist.all_gather_object(ends, statistics.median(seconds[warmup:]))
-            found[kind] = (ends[0], ends[1])
+        for k in range(warmup + repeat):
+            dist.barrier()
+            start = time.process_time()
+            if rank < 2:
+                (publish, take)[rank](k)
+            seconds.append(time.process_time() - start)
     finally:
         os.close(fd)
-    return found
+    ends = [None] * world
+    dist.all_gather_object(ends, statistics.median(seconds[warmup:]))
+    return ends[0], ends[1]
 
 
 def ping_pong(

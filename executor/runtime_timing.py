@@ -66,10 +66,11 @@ def time_in_runtime(
     """Seconds of every op (its dispatch included) in the training batches after `warmup`
     that this rank runs, and the (epoch, batch) of each, in order, GRAD_SYNC aside. One rank
     alone runs `warmup` + `repeat` batches of the sequential schedule; with `kv` (the run's
-    key-value store, torch.distributed set up) every rank runs that many of data parallel
-    over all of them, so that the ops cost what they cost beside the other ranks' in a run
-    (module doc). `shared`: on the shared host memory store (every rank's, with `kv`), else
-    on a replica."""
+    key-value store, torch.distributed set up) the ranks run that many batches of data
+    parallel over all of them, each rank every W-th, so that the ops cost what they cost
+    beside the other ranks' in a run (module doc): pooled, the ranks' samples are `repeat`
+    batches. `shared`: on the shared host memory store (every rank's, with `kv`), else on a
+    replica."""
     import torch.distributed as dist
 
     from tgpipe.dag.build import predecessors
@@ -111,8 +112,15 @@ def time_in_runtime(
             runner.begin_epoch(epoch)
             hi = min(n, -(-(total - epoch * n) // g) * g)  # whole synchronous groups
             runner.run_batches(0, hi)
-            for (op, batch), took in op_seconds(runner.end_epoch().rows, preds).items():
-                if epoch * n + batch >= warmup and op != "GRAD_SYNC":
+            mine = runner.end_epoch().rows
+            rows = mine
+            if world > 1:  # every rank's: an op that waited for another rank is timed
+                everyone = [None] * world  # from its own start, as a run's (`op_seconds`)
+                dist.all_gather_object(everyone, mine)
+                rows = [r for part in everyone for r in part]
+            ran = {(r.op, r.batch) for r in mine}
+            for (op, batch), took in op_seconds(rows, preds).items():
+                if (op, batch) in ran and epoch * n + batch >= warmup and op != "GRAD_SYNC":
                     per_batch[epoch * n + batch][op] = took
             if progress:
                 progress.update(min(hi, total - epoch * n), note="in the runtime")

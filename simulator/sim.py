@@ -16,8 +16,7 @@ sends only a token (latency); a learner handed to a rank of one machine (`CostPr
 is copied into shared memory on the sender's port, once for every peer, and out by each
 peer after the latency. Where ranks compute on CPUs those copies run on the rank's own core
 beside its ops (the runtime's sender and receiver threads), so the op a rank is running
-when one of its copies ends takes longer by that copy (`_interfere`); so do a token's two
-ends where the profile measured what they cost (`CostProfile.message_cpu`). A GRAD_SYNC is a
+when one of its copies ends takes longer by that copy (`_interfere`). A GRAD_SYNC is a
 collective: every member waits until all have arrived (and, where the profile measured a
 `jitter`, for the expected slowest of those that arrive together: `_slowest_member`), then
 all hold their ports for the all-reduce time.
@@ -298,11 +297,7 @@ class _Run:
             if total > link.latency:  # bytes to move: hold a port
                 self.env.process(self._transfer(src, same_machine, total, link, arrived))
             else:  # a token: latency alone
-                ends = self.p.message_cpu.get(kind) if same_machine else None
-                if ends:
-                    self.env.process(self._token(src, dst, ends, total, arrived))
-                else:
-                    self.env.timeout(total).callbacks.append(lambda _, a=arrived: a.succeed())
+                self.env.timeout(total).callbacks.append(lambda _, a=arrived: a.succeed())
 
     def _transfer(self, src, same_machine, total, link, arrived):
         port = ("port", src) if same_machine else ("nic", self.cluster.machine(src))
@@ -329,15 +324,6 @@ class _Run:
         yield published
         yield self.env.timeout(latency + copy)
         self._interfere(dst, copy)
-        arrived.succeed()
-
-    def _token(self, src, dst, ends, latency, arrived):
-        """A token that arrives after the link's `latency`; its sender's and receiver's
-        threads cost their ranks' cores what the profile measured (`ends`), beside the ops."""
-        send, receive = ends
-        self.env.timeout(send).callbacks.append(lambda _: self._interfere(src, send))
-        yield self.env.timeout(latency)
-        self._interfere(dst, receive)
         arrived.succeed()
 
     def _interfere(self, rank: int, seconds: float) -> None:

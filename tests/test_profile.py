@@ -23,7 +23,7 @@ def test_round_trip(tmp_path):
         copy_bandwidth=2e9,
         jitter=1e-3,
         allreduce={2: 3e-3},
-        message_cpu={"memory": (1e-5, 2e-5), "param": (3e-4, 4e-4)},
+        handoff_cpu=(3e-4, 4e-4),
     )
     copies.save(tmp_path / "c.json")
     assert CostProfile.load(tmp_path / "c.json") == copies
@@ -54,9 +54,9 @@ def test_edge_delay_rules(hand):
     assert cpu.edge_delay("param", 100, False, True, "host") == 0.5 + 2 * 0.5
     assert cpu.edge_delay("param", 100, False, True, "rows") == 1.5
     # the hand-off as measured (its own calls) instead of two copies at the copy speed
-    handed = dataclasses.replace(p, compute="cpu", message_cpu={"param": (0.25, 0.125)})
+    handed = dataclasses.replace(p, compute="cpu", handoff_cpu=(0.25, 0.125))
     assert handed.edge_delay("param", 100, False, True, "host") == 0.5 + 0.25 + 0.125
-    assert dataclasses.replace(cpu, message_cpu=handed.message_cpu).slot_handoff(100) == (
+    assert dataclasses.replace(cpu, handoff_cpu=handed.handoff_cpu).slot_handoff(100) == (
         0.25,
         0.5,
         0.125,
@@ -90,10 +90,9 @@ def _bad(tmp_path, mutate):
         (lambda d: d.update(allreduce={"1": 0.1}), "ranks must be a whole number >= 2"),
         (lambda d: d.update(allreduce={"2": 0}), r"allreduce.2 must be > 0"),
         (lambda d: d.update(allreduce=[2]), "allreduce must be an object of ranks"),
-        (lambda d: d.update(message_cpu=[1]), "message_cpu must be an object of message kind"),
-        (lambda d: d.update(message_cpu={"grads": [0, 0]}), "unknown message kind 'grads'"),
-        (lambda d: d.update(message_cpu={"memory": [1e-5]}), r"memory must be \[sender seconds"),
-        (lambda d: d.update(message_cpu={"param": [1e-5, -1]}), r"param\[1\] must be >= 0"),
+        (lambda d: d.update(handoff_cpu=[1e-5]), r"handoff_cpu must be \[sender seconds"),
+        (lambda d: d.update(handoff_cpu={"a": 1}), r"handoff_cpu must be \[sender seconds"),
+        (lambda d: d.update(handoff_cpu=[1e-5, -1]), r"handoff_cpu\[1\] must be >= 0"),
     ],
 )
 def test_malformed_profile_names_field(tmp_path, mutate, message):

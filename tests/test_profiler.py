@@ -73,10 +73,9 @@ def test_two_ranks_measure_the_link_and_the_allreduce(measured):
     assert p.cost("GRAD_SYNC", 2) == a["median"] == p.allreduce[2]  # kept, and used
     link_model = dataclasses.replace(p, allreduce={})
     assert a["predicted"] == pytest.approx(link_model.cost("GRAD_SYNC", 2))
-    # what a token and a handed learner cost each end's core, from the runtime's calls
-    assert set(p.message_cpu) == {"memory", "param"}
-    assert all(0 < t < 0.1 for ends in p.message_cpu.values() for t in ends)
-    assert "a param message costs its sender's core" in r.stdout
+    # what a handed learner costs each end's core, from the runtime's calls
+    assert len(p.handoff_cpu) == 2 and all(0 < t < 0.1 for t in p.handoff_cpu)
+    assert "a learner handed on costs its sender's core" in r.stdout
 
 
 def test_one_rank_still_writes_a_profile_with_a_loopback_link(tmp_path):

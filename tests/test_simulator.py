@@ -210,27 +210,25 @@ def test_on_cpu_ranks_a_handed_learners_copies_share_the_ranks_core(hand):
     assert simulate(ring, cpu, costs=own).rows == trace.rows
 
 
-def test_on_cpu_ranks_messages_cost_their_two_ends_cores_what_the_profile_measured(hand):
-    """Where the profile measured what a message costs its sender's and its receiver's core
-    (`message_cpu`), that replaces the copies: a core-bound ring of 2 ranks hands on a
-    learner (2 ms to send, 1 ms to take) and a memory token (0.5 and 0.25 ms) per batch, each
-    rank sends and takes every other one, so each batch takes (2 + 1 + 0.5 + 0.25) / 2 ms
-    longer; data parallel sends tokens only; on GPU ranks no op takes longer."""
+def test_on_cpu_ranks_a_hand_off_costs_its_two_ends_cores_what_the_profile_measured(hand):
+    """Where the profile measured what a handed learner costs its sender's and its
+    receiver's core (`handoff_cpu`), that replaces the copies: a core-bound ring of 2 ranks
+    hands on a learner (2 ms to send, 1 ms to take) per batch, each rank sends and takes
+    every other one, so each batch takes (2 + 1) / 2 ms longer than with nothing to charge;
+    data parallel hands on nothing; on GPU ranks no op takes longer."""
     heavy = hand(GPU_HEAVY | {"STEP": 1e-3}, {"STEP": 3_000_000})
     cpu = dataclasses.replace(heavy, compute="cpu", copy_bandwidth=1e9)
-    measured = {"param": (2e-3, 1e-3), "memory": (0.5e-3, 0.25e-3)}
     ring, dp = family("pipetgl", cpu, 2, 40), family("data_parallel", cpu, 2, 40)
     plain = dataclasses.replace(cpu, copy_bandwidth=0.0)
 
     def period(schedule, profile, **change):
         return metrics(simulate(schedule, dataclasses.replace(profile, **change))).period
 
-    assert period(ring, cpu, message_cpu=measured) == pytest.approx(
-        period(ring, plain) + 1.875e-3, rel=1e-3
-    )
-    assert period(ring, plain, message_cpu=measured) == period(ring, cpu, message_cpu=measured)
-    assert period(dp, cpu, message_cpu=measured) > period(dp, cpu)
-    gpu = dataclasses.replace(cpu, compute="gpu", message_cpu=measured)
+    measured = period(ring, cpu, handoff_cpu=(2e-3, 1e-3))
+    assert measured == pytest.approx(period(ring, plain) + 1.5e-3, rel=1e-3)
+    assert period(ring, plain, handoff_cpu=(2e-3, 1e-3)) == measured
+    assert period(dp, cpu, handoff_cpu=(2e-3, 1e-3)) == period(dp, plain)
+    gpu = dataclasses.replace(cpu, compute="gpu", handoff_cpu=(2e-3, 1e-3))
     assert all(r.end - r.start == pytest.approx(gpu.cost(r.op)) for r in simulate(ring, gpu).rows)
 
 
