@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -149,7 +150,9 @@ def _data_parallel_rank(rank: int, port: int, out) -> None:
         dist.destroy_process_group()
 
 
-def test_ranks_time_their_own_batches_of_data_parallel_without_their_waits_for_others():
+def test_ranks_time_their_own_batches_of_data_parallel_without_their_waits_for_others(
+    monkeypatch,
+):
     """Each rank times the batches data parallel gives it (rank 0 the even ones), and an op
     that waited for the other rank is timed from its own start: rank 0's reads do not hold
     the 0.2 s that they wait for rank 1 (its slow FWD delays the writes they read)."""
@@ -157,6 +160,8 @@ def test_ranks_time_their_own_batches_of_data_parallel_without_their_waits_for_o
 
     from tgpipe.executor.launch import free_port
 
+    # the children import this module as tests.test_runtime_timing: from the checkout's root
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     ctx = multiprocessing.get_context("spawn")
     out, port = ctx.Queue(), free_port()
     procs = [ctx.Process(target=_data_parallel_rank, args=(r, port, out)) for r in (0, 1)]
