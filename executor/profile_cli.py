@@ -144,10 +144,9 @@ def _rank_main(args: argparse.Namespace) -> None:
         pooled = [None] * world if rank == 0 else None
         # every rank's samples, as they ran together
         dist.gather_object((loop.seconds, samples.seconds, samples.batches), pooled)
-        if rank == 0:  # the jitter from the loop, where every rank timed the same batches
+        if rank == 0:
             loop = _pool(loop, [(part[0], loop.batches) for part in pooled])
             samples = _pool(samples, [part[1:] for part in pooled])
-            samples = dataclasses.replace(samples, jitter=loop.measured_jitter())
         allreduce = None
         if world > 1:
             allreduce = time_allreduce(samples.grads, args.warmup, args.repeat, stream)
@@ -157,7 +156,9 @@ def _rank_main(args: argparse.Namespace) -> None:
             handoff = time_handoff(size, args.repeat, kv)
         links = measure_links(nodes, device)
         if rank == 0:
-            _write(args, stream, device, world, nodes, samples, allreduce, links, handoff)
+            # the jitter from the loop, where every rank timed the same batches
+            jitter = loop.jitter()
+            _write(args, stream, device, world, nodes, samples, jitter, allreduce, links, handoff)
     finally:
         dist.destroy_process_group()
 
@@ -169,7 +170,7 @@ def _pool(samples, parts: list[tuple[dict[str, list[float]], list[tuple[int, int
     return dataclasses.replace(samples, seconds=seconds, batches=batches)
 
 
-def _write(args, stream, device, world, nodes, samples, allreduce, links, handoff) -> None:
+def _write(args, stream, device, world, nodes, samples, jitter, allreduce, links, handoff) -> None:
     """Rank 0: the profile, checked, written, read back, and printed as a table."""
     from tgpipe.dag.ops import OPS
     from tgpipe.dag.profile import CostProfile, OpCost
@@ -233,7 +234,7 @@ def _write(args, stream, device, world, nodes, samples, allreduce, links, handof
         compute="cpu" if device.type == "cpu" else "gpu",  # cuda: a GPU
         batch_scale=samples.batch_scale(stream.n_batches(TRAIN)),
         copy_bandwidth=samples.copy_bandwidth,
-        jitter=samples.jitter,
+        jitter=jitter,
         handoff_cpu=handoff,
     )
     profile = _with_allreduce(profile, allreduce, world, nodes)

@@ -163,13 +163,12 @@ class OpSamples:
     batches: list[tuple[int, int]]  #: (epoch, batch) of each measured batch
     grads: list[torch.Tensor] = field(repr=False)  #: the last batch's gradients
     copy_bandwidth: float = 0.0  #: bytes/s of packing and unpacking the learner
-    jitter: float = 0.0  #: seconds; set from `measured_jitter` of the samples that show it
 
     def costs(self) -> dict[str, tuple[float, float, int]]:
         """op -> (median, spread, bytes)."""
         return {op: (*median_spread(s), self.bytes[op]) for op, s in self.seconds.items()}
 
-    def measured_jitter(self) -> float:
+    def jitter(self) -> float:
         """The standard deviation of one batch's ops (GRAD_SYNC and STEP aside) between
         runs of the same batch: pooled over the batches measured more than once (on several
         ranks at once, or in several epochs); 0 where none was."""

@@ -29,11 +29,13 @@ cost more in its run than in the profile taken just before it (wikipedia, 30,000
 medians of three rounds: MEM_FETCH +55-63 %, MEM_SUPPORT +11-23 %, FWD +11-19 %, BWD
 +6-14 %; the sequential run's, from a profile of one rank alone, -13 to +6 %), and the
 simulator predicted each of the three families 10-12 % too fast (medians). Profiled in data
-parallel, the next two benches of three rounds put FWD at -11 to +11 % and BWD at -2 to
-+12 % of the profile (pipetgl's the dearest), the families' median errors at -8.5 to
-+14.9 %. A rank's ops beside ranks that
-train with it (reading the rows they wrote, in step with them, gloo's threads working) cost
-more than beside ranks that train alone.
+parallel (in two benches of three rounds, before an op that waited for the other rank was
+timed from its own start), FWD cost -11 to +11 % and BWD -2 to +12 % of the profile in the
+runs, and the families' median errors were -8.5 to +14.9 %; one bench since, on a slow
+spell (every op of every family, sequential's too, 4-29 % cheaper in its runs than
+profiled), +8.5 to +24.0 %. A rank's ops beside ranks that train with it (reading the rows
+they wrote, in step with them, gloo's threads working) cost more than beside ranks that
+train alone.
 """
 
 from __future__ import annotations

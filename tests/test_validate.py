@@ -153,7 +153,7 @@ def test_a_profiles_batch_scale_gives_each_measured_batch_its_time():
     samples = OpSamples(seconds, {}, [(0, 0), (0, 1)] * 2, grads=[])  # two ranks pooled
     # medians: FWD 2, BWD 1 -> a batch "costs" 3; batch 0 took 2, batch 1 took 4
     assert samples.batch_scale(3) == pytest.approx((2 / 3, 4 / 3, 1.0))
-    assert samples.measured_jitter() == 0.0  # both ranks took the same time for each batch
+    assert samples.jitter() == 0.0  # both ranks took the same time for each batch
     # data parallel: rank 0 ran batches 0 and 2, rank 1 batches 1 and 3
     parallel = OpSamples(seconds, {}, [(0, 0), (0, 2), (0, 1), (0, 3)], grads=[])
     assert parallel.batch_scale(4) == pytest.approx((2 / 3, 2 / 3, 4 / 3, 4 / 3))
@@ -166,4 +166,4 @@ def test_a_profiles_jitter_is_the_spread_between_runs_of_one_batch():
     seconds = {"FWD": [2.0, 6.0, 3.0, 3.0], "GRAD_SYNC": [0.0] * 4, "STEP": [0.0] * 4}
     samples = OpSamples(seconds, {}, [(0, 0), (0, 1)] * 2, grads=[])
     # sample variances 0.5 and 4.5: their mean 2.5
-    assert samples.measured_jitter() == pytest.approx(2.5**0.5)
+    assert samples.jitter() == pytest.approx(2.5**0.5)
