@@ -33,6 +33,13 @@ that many ranks of one machine (`tgpipe profile`): where it is known, `cost` tak
 instead of the ring model of the link (gloo's all-reduce on CPUs reduces and copies besides
 sending, which the link model does not see).
 
+``allreduce_cpu`` (optional; ranks -> seconds) is what that all-reduce costs a CPU rank's
+core: how much longer an op that computes on the rank's core beside it takes, as measured by
+``tgpipe profile`` (gloo's threads, and GRAD_SYNC's own flatten and split, run there). A
+step that lags behind its batch's all-reduce overlaps the next one; the simulator spreads
+these seconds over the all-reduce's time and stretches the ops that overlap it by their part
+(`allreduce_core`).
+
 ``jitter`` (optional; seconds) is how much one batch's ops on one rank vary from one run of
 them to the next (a standard deviation): two ranks that compute the same batch at once
 differ by that much. A synchronous group waits for its slowest member, and the slowest of k
@@ -148,6 +155,8 @@ class CostProfile:
     jitter: float = 0.0
     #: ranks of one machine -> seconds of GRAD_SYNC's whole all-reduce there, as measured
     allreduce: dict[int, float] = field(default_factory=dict)
+    #: ranks of one machine -> seconds that all-reduce costs an op beside it (module doc)
+    allreduce_cpu: dict[int, float] = field(default_factory=dict)
     #: (sender's, receiver's) core seconds of a learner handed on, as measured (module doc)
     handoff_cpu: tuple[float, ...] = ()
 
@@ -177,6 +186,15 @@ class CostProfile:
         if not self.batch_scale or op in _SAME_EVERY_BATCH:
             return base
         return base * self.batch_scale[batch % len(self.batch_scale)]
+
+    def allreduce_core(self, n_ranks: int, inter: bool = False) -> float:
+        """The share of a CPU rank's core that its all-reduce on `n_ranks` ranks of one
+        machine uses while it runs (`allreduce_cpu` over its seconds, at most all of it); 0
+        on GPUs, across machines and where unmeasured."""
+        cpu = self.allreduce_cpu.get(n_ranks)
+        if self.compute != "cpu" or inter or cpu is None:
+            return 0.0
+        return min(1.0, cpu / self.cost("GRAD_SYNC", n_ranks))
 
     def copy_time(self, nbytes: float) -> float:
         """A rank copying `nbytes` of its own memory (a packed learner, a model's weights)."""
@@ -248,6 +266,11 @@ class CostProfile:
             **(
                 {"allreduce": {str(k): v for k, v in self.allreduce.items()}}
                 if self.allreduce
+                else {}
+            ),
+            **(
+                {"allreduce_cpu": {str(k): v for k, v in self.allreduce_cpu.items()}}
+                if self.allreduce_cpu
                 else {}
             ),
             "ops": {op: _op_dict(c, self.workload) for op, c in self.ops.items()},
@@ -435,13 +458,14 @@ def _parse(data: object, where: str) -> CostProfile:
         copy_bandwidth=float(copy),
         jitter=_number(data.get("jitter", 0.0), f"{where}: jitter", most=MAX_SECONDS, unit="s"),
         allreduce=_allreduce(data.get("allreduce", {}), where),
+        allreduce_cpu=_allreduce(data.get("allreduce_cpu", {}), where, "allreduce_cpu"),
         handoff_cpu=_handoff_cpu(data.get("handoff_cpu", []), where),
     )
 
 
-def _allreduce(value: object, where: str) -> dict[int, float]:
-    """The ``allreduce`` field: ranks (>= 2) -> measured seconds."""
-    at = f"{where}: allreduce"
+def _allreduce(value: object, where: str, key: str = "allreduce") -> dict[int, float]:
+    """The ``allreduce`` (or ``allreduce_cpu``) field: ranks (>= 2) -> measured seconds."""
+    at = f"{where}: {key}"
     if not isinstance(value, dict):
         raise InputError(f'{at} must be an object of ranks -> seconds, like {{"2": 0.003}}')
     found = {}

@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import datetime
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -92,9 +93,11 @@ def _rank_main(args: argparse.Namespace) -> None:
 
     from tgpipe.executor.launch import collective_backend, prepare_rank
     from tgpipe.executor.profiler import (
+        allreduce_call,
         measure_links,
         measure_ops,
-        time_allreduce,
+        time_beside,
+        time_collective,
         time_handoff,
     )
     from tgpipe.executor.runtime_timing import time_in_runtime
@@ -147,9 +150,12 @@ def _rank_main(args: argparse.Namespace) -> None:
         if rank == 0:
             loop = _pool(loop, [(part[0], loop.batches) for part in pooled])
             samples = _pool(samples, [part[1:] for part in pooled])
-        allreduce = None
+        allreduce, beside = None, None
         if world > 1:
-            allreduce = time_allreduce(samples.grads, args.warmup, args.repeat, stream)
+            sync = allreduce_call(samples.grads, stream)
+            allreduce = time_collective(sync, args.warmup, args.repeat, device)
+            if in_runtime and _one_machine(nodes):  # gloo's threads beside a CPU's ops
+                beside = time_beside(sync, statistics.median(allreduce), args.repeat)
         handoff = ()
         if world > 1 and in_runtime and _one_machine(nodes):  # threads beside a CPU's ops
             size = samples.bytes["STEP"] // 4  # a packed learner's numbers
@@ -158,6 +164,7 @@ def _rank_main(args: argparse.Namespace) -> None:
         if rank == 0:
             # the jitter from the loop, where every rank timed the same batches
             jitter = loop.jitter()
+            allreduce = allreduce and (allreduce, beside)  # as `_write` takes them
             _write(args, stream, device, world, nodes, samples, jitter, allreduce, links, handoff)
     finally:
         dist.destroy_process_group()
@@ -198,7 +205,9 @@ def _write(args, stream, device, world, nodes, samples, jitter, allreduce, links
             else "one op after another. "
         )
         + "GRAD_SYNC's median is its local overhead; allreduce: the whole all-reduce measured "
-        "on these ranks (elsewhere its messages are costed from the link). "
+        "on these ranks (elsewhere its messages are costed from the link); allreduce_cpu: "
+        "how much longer an op computing beside it on a rank's core takes (CPU ranks of one "
+        "machine; median of --repeat pairs, beside and alone). "
         "batch_scale: each training batch's ops over the sum of their medians "
         "(1 where unmeasured). copy_bandwidth: packing and unpacking the learner "
         "(what stale weights, and a learner handed on one machine, copy), median of as "
@@ -237,7 +246,8 @@ def _write(args, stream, device, world, nodes, samples, jitter, allreduce, links
         jitter=jitter,
         handoff_cpu=handoff,
     )
-    profile = _with_allreduce(profile, allreduce, world, nodes)
+    seconds, beside = allreduce or (None, None)  # each all-reduce's; an op's beside one
+    profile = _with_allreduce(profile, seconds, world, nodes, beside)
     _save(profile, args.output)
 
     print(
@@ -262,9 +272,12 @@ def _save(profile, path: str) -> None:
         raise RuntimeError(f"{path} does not read back as written")
 
 
-def _with_allreduce(profile, allreduce: list[float] | None, world: int, nodes: list[int]):
+def _with_allreduce(
+    profile, allreduce: list[float] | None, world: int, nodes: list[int], beside=None
+):
     """The profile with the whole all-reduce's timing in meta beside what the link model
-    predicts, and as the all-reduce's cost on `world` ranks when they are on one machine."""
+    predicts, and as the all-reduce's cost on `world` ranks when they are on one machine,
+    with what it costs an op beside it on a CPU rank's core (`beside`, where measured)."""
     from tgpipe.executor.profiler import median_spread
 
     if not allreduce:
@@ -278,10 +291,13 @@ def _with_allreduce(profile, allreduce: list[float] | None, world: int, nodes: l
         "spread": spread,
         "predicted": profile.cost("GRAD_SYNC", world, inter=inter),  # by the link model
     }
+    if beside is not None:
+        measured["cpu"] = beside
     return dataclasses.replace(
         profile,
         meta={**profile.meta, "allreduce": measured},
         allreduce={} if inter else {world: median},
+        allreduce_cpu={} if beside is None else {world: beside},
     )
 
 
@@ -302,6 +318,7 @@ def _print_tail(profile, links, path: str) -> None:
             f"{a['median'] * 1e3:.3f} ± {a['spread'] * 1e3:.3f} ms measured, "
             f"{a['predicted'] * 1e3:.3f} ms by the link model"
             + (" (the profile keeps the measurement)" if profile.allreduce else "")
+            + (f"; an op beside it takes {a['cpu'] * 1e3:.3f} ms longer" if "cpu" in a else "")
         )
     if profile.copy_bandwidth:
         print(f"copies (a learner copied or loaded): {profile.copy_bandwidth / 1e9:.2f} GB/s")

@@ -22,7 +22,9 @@ GRAD_SYNC's median is its local overhead only (flatten, all-reduce on a group of
 divide, split): on other shapes of machine `CostProfile.cost` adds the ring all-reduce's
 messages from the link. The whole all-reduce on all ranks is timed too (`time_allreduce`):
 the profile keeps it as the all-reduce's cost on these ranks (``allreduce``), and in meta
-beside what the link model predicts.
+beside what the link model predicts. On CPU ranks it is also timed beside an op
+(`time_beside`): gloo's threads and GRAD_SYNC's own flatten and split run on the rank's
+core, and an op computing meanwhile takes longer (``allreduce_cpu``).
 
 The copy bandwidth (`copy_rate`) is the learner packed and unpacked again, timed after the
 ops from cold caches: what a rank pays where it copies weights (`tgpipe.executor.weight_plan`),
@@ -66,6 +68,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -84,6 +87,7 @@ from tgpipe.progress import Progress
 
 __all__ = [
     "OpSamples",
+    "allreduce_call",
     "clock",
     "device_name",
     "link_from",
@@ -95,6 +99,7 @@ __all__ = [
     "nbytes",
     "ping_pong",
     "time_allreduce",
+    "time_beside",
     "time_collective",
     "time_handoff",
 ]
@@ -262,6 +267,18 @@ def copy_rate(learner: Learner, now: Callable[[], float], repeat: int) -> float:
     return 2 * packed.numel() * packed.element_size() / statistics.median(rounds)
 
 
+def allreduce_call(grads: list[torch.Tensor], stream: Stream, group=None) -> Callable[[], None]:
+    """GRAD_SYNC of `grads` over `group`, as the runtime calls it, to time (`time_allreduce`,
+    `time_beside`)."""
+    state = open_batch(stream, 0)  # a holder: the op reads and replaces only its grads
+
+    def sync() -> None:
+        state.grads = grads
+        grad_sync(state, group)
+
+    return sync
+
+
 def time_allreduce(
     grads: list[torch.Tensor], warmup: int, repeat: int, stream: Stream, group=None
 ) -> list[float]:
@@ -269,13 +286,43 @@ def time_allreduce(
     group calls it. A barrier before each all-reduce starts the ranks together, so that none
     is timed waiting for a late peer.
     """
-    state = open_batch(stream, 0)  # a holder: the op reads and replaces only its grads
-
-    def sync() -> None:
-        state.grads = grads
-        grad_sync(state, group)
-
+    sync = allreduce_call(grads, stream, group)
     return time_collective(sync, warmup, repeat, stream.device, group)
+
+
+def time_beside(call: Callable[[], object], seconds: float, repeat: int, group=None) -> float:
+    """What `call` (a collective over `group`, every rank of which calls this too), run on
+    a thread of its own as the runtime's ``net`` lane runs GRAD_SYNC, costs an op that
+    computes on this CPU rank's core meanwhile: the median, over `repeat` pairs after a
+    tenth more uncounted, of the op's seconds beside it less its seconds alone. The op (a
+    matrix product, over and over) lasts about twice `seconds`, the collective's own, so
+    that all of the collective falls in it; the two of a pair follow each other, so that
+    the machine's drift cancels. At least 0."""
+    a = torch.rand(160, 160)
+    start = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    products = max(1, math.ceil(2 * seconds / ((time.perf_counter() - start) / 10)))
+
+    def op() -> float:
+        start = time.perf_counter()
+        for _ in range(products):
+            a @ a
+        return time.perf_counter() - start
+
+    warmup = max(1, repeat // 10)
+    slower = []
+    with ThreadPoolExecutor(1) as lane:
+        for k in range(warmup + repeat):
+            dist.barrier(group=group)
+            alone = op()
+            dist.barrier(group=group)
+            done = lane.submit(call)
+            beside = op()
+            done.result()
+            if k >= warmup:
+                slower.append(beside - alone)
+    return max(0.0, statistics.median(slower))
 
 
 def time_collective(

@@ -16,7 +16,9 @@ sends only a token (latency); a learner handed to a rank of one machine (`CostPr
 is copied into shared memory on the sender's port, once for every peer, and out by each
 peer after the latency. Where ranks compute on CPUs those copies run on the rank's own core
 beside its ops (the runtime's sender and receiver threads), so the op a rank is running
-when one of its copies ends takes longer by that copy (`_interfere`). A GRAD_SYNC is a
+when one of its copies ends takes longer by that copy (`_interfere`); so do gloo's threads
+while a GRAD_SYNC runs, and an op beside it takes longer by the all-reduce's CPU seconds that
+fall in its time (`CostProfile.allreduce_core`, `_shared_core`). A GRAD_SYNC is a
 collective: every member waits until all have arrived (and, where the profile measured a
 `jitter`, for the expected slowest of those that arrive together: `_slowest_member`), then
 all hold their ports for the all-reduce time.
@@ -135,6 +137,10 @@ class _Run:
         self.measured = set(costs)  # ... and its all-reduces their waits (no jitter added)
         self.computing: dict[int, Action] = {}  #: a CPU rank -> the op on its core now
         self.stretch: dict[int, float] = defaultdict(float)  #: ... its copies' time, to add
+        #: a CPU rank -> its all-reduces (start, end) that its next ops may overlap, and the
+        #: share of its core they use
+        self.syncing: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        self.sync_core = 0.0 if w is not None else profile.allreduce_core(n, inter)
         # a snapshot epoch on GPUs: the GPU ops of a rank's workers share its GPU
         self.devices = {}
         if w is not None and profile.compute == "gpu":
@@ -248,12 +254,11 @@ class _Run:
                 on_core = self.p.compute == "cpu" and "gpu" in kinds
                 if on_core:  # a CPU rank's op: one at a time, on the rank's core
                     self.computing[rank] = act
+                elif act.op == "GRAD_SYNC" and self.sync_core:  # its threads use the core
+                    self.syncing[rank].append((start, start + cost))
                 yield env.timeout(cost)
                 if on_core:
-                    while self.stretch[rank]:  # the rank's copies shared its core meanwhile
-                        extra, self.stretch[rank] = self.stretch[rank], 0.0
-                        yield env.timeout(extra)
-                    del self.computing[rank]
+                    yield from self._shared_core(rank, act, start)
                 for res, req in held:
                     res.release(req)
             self.rows.append(TraceRow(rank, lane, act.op, act.batch, start, env.now))
@@ -325,6 +330,25 @@ class _Run:
         yield self.env.timeout(latency + copy)
         self._interfere(dst, copy)
         arrived.succeed()
+
+    def _shared_core(self, rank: int, act: Action, since: float):
+        """`act`, an op on a CPU rank's core, has run its cost: it takes longer by what the
+        rank's other threads took from the core meanwhile, its copies (`_interfere`) and its
+        all-reduces' CPU seconds (`CostProfile.allreduce_core`), the longer time included
+        (a replayed op's measured seconds hold them already)."""
+        while True:
+            extra = self.stretch.pop(rank, 0.0)
+            if act not in self.measured:
+                extra += self.sync_core * sum(
+                    max(0.0, min(end, self.env.now) - max(begin, since))
+                    for begin, end in self.syncing[rank]
+                )
+            if extra < 1e-12:
+                break
+            since = self.env.now
+            yield self.env.timeout(extra)
+        del self.computing[rank]
+        self.syncing[rank] = [(b, e) for b, e in self.syncing[rank] if e > self.env.now]
 
     def _interfere(self, rank: int, seconds: float) -> None:
         """A copy of `seconds` by a thread of `rank` beside its ops has just ended: on a CPU

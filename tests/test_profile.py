@@ -23,6 +23,7 @@ def test_round_trip(tmp_path):
         copy_bandwidth=2e9,
         jitter=1e-3,
         allreduce={2: 3e-3},
+        allreduce_cpu={2: 1e-3},
         handoff_cpu=(3e-4, 4e-4),
     )
     copies.save(tmp_path / "c.json")
@@ -41,6 +42,16 @@ def test_transfer_and_allreduce(hand):
     assert measured.cost("GRAD_SYNC", 4) == 0.5
     assert measured.cost("GRAD_SYNC", 4, inter=True) == p.cost("GRAD_SYNC", 4, inter=True)
     assert measured.cost("GRAD_SYNC", 2) == p.cost("GRAD_SYNC", 2)
+
+
+def test_an_allreduce_uses_the_measured_share_of_a_cpu_ranks_core(hand):
+    p = hand({"GRAD_SYNC": 0.0}, {"GRAD_SYNC": 4000}, intra=(1e-3, 1000.0))
+    cpu = dataclasses.replace(p, compute="cpu", allreduce={2: 4e-3}, allreduce_cpu={2: 1e-3})
+    assert cpu.allreduce_core(2) == pytest.approx(0.25)
+    assert cpu.allreduce_core(2, inter=True) == 0.0  # measured on one machine only
+    assert cpu.allreduce_core(4) == 0.0  # not measured on 4 ranks
+    assert dataclasses.replace(cpu, compute="gpu").allreduce_core(2) == 0.0
+    assert dataclasses.replace(cpu, allreduce_cpu={2: 9e-3}).allreduce_core(2) == 1.0
 
 
 def test_edge_delay_rules(hand):
@@ -90,6 +101,8 @@ def _bad(tmp_path, mutate):
         (lambda d: d.update(allreduce={"1": 0.1}), "ranks must be a whole number >= 2"),
         (lambda d: d.update(allreduce={"2": 0}), r"allreduce.2 must be > 0"),
         (lambda d: d.update(allreduce=[2]), "allreduce must be an object of ranks"),
+        (lambda d: d.update(allreduce_cpu={"2": -1}), r"allreduce_cpu.2 must be > 0"),
+        (lambda d: d.update(allreduce_cpu=[2]), "allreduce_cpu must be an object of ranks"),
         (lambda d: d.update(handoff_cpu=[1e-5]), r"handoff_cpu must be \[sender seconds"),
         (lambda d: d.update(handoff_cpu={"a": 1}), r"handoff_cpu must be \[sender seconds"),
         (lambda d: d.update(handoff_cpu=[1e-5, -1]), r"handoff_cpu\[1\] must be >= 0"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -76,6 +77,9 @@ def test_two_ranks_measure_the_link_and_the_allreduce(measured):
     # what a handed learner costs each end's core, from the runtime's calls
     assert len(p.handoff_cpu) == 2 and all(0 < t < 0.1 for t in p.handoff_cpu)
     assert "a learner handed on costs its sender's core" in r.stdout
+    # what the all-reduce costs an op beside it on a rank's core, printed and kept
+    assert p.allreduce_cpu == {2: a["cpu"]} and 0 <= a["cpu"] < 0.1
+    assert "an op beside it takes" in r.stdout
 
 
 def test_one_rank_still_writes_a_profile_with_a_loopback_link(tmp_path):
@@ -176,3 +180,36 @@ def test_one_rank_measures_the_tcp_loopback():
     link, detail = measure_loopback()
     assert link.latency > 0 and link.bandwidth > 1e6
     assert detail["round_trips"][0] > 0
+
+
+def test_an_op_beside_a_call_takes_longer_by_the_calls_cpu_time_not_its_wait(tmp_path):
+    """`time_beside` on one core: a call that keeps the core busy for 4 ms slows an op beside
+    it by about that; one that sleeps 4 ms (as a rank waiting for a peer's bytes) by nearly
+    nothing."""
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    from tgpipe.executor.profiler import time_beside
+
+    def busy() -> None:  # a C loop that keeps the GIL, as gloo's threads keep the core
+        end = time.perf_counter() + 4e-3
+        while time.perf_counter() < end:
+            sum(range(200))
+
+    cores, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        os.sched_setaffinity(0, {min(cores)})
+        torch.set_num_threads(1)
+        slower = time_beside(busy, 4e-3, 10)
+        slept = time_beside(lambda: time.sleep(4e-3), 4e-3, 10)
+    finally:
+        os.sched_setaffinity(0, cores)
+        torch.set_num_threads(threads)
+        dist.destroy_process_group()
+    assert 2e-3 < slower < 8e-3
+    assert slept < 1e-3
