@@ -137,11 +137,14 @@ def _total(profile) -> float:
 
 def _midpoint(before: CostProfile, after: CostProfile) -> CostProfile:
     """The machine halfway through a run: each time the mean of the two profiles' (an op's
-    median, a batch's scale, the jitter, the all-reduce, a hand-off's cost to its cores, a
-    copy's and a message's seconds per byte)."""
+    median, a batch's scale, the jitter, the all-reduce and its cost to an op beside it, a
+    hand-off's cost to its cores, a copy's and a message's seconds per byte)."""
 
     def rate(a: float, b: float) -> float:  # bytes/s: the mean of seconds per byte
         return 2 / (1 / a + 1 / b) if a and b else 0.0
+
+    def mean(a: dict[int, float], b: dict[int, float]) -> dict[int, float]:  # ranks -> s
+        return {k: (t + b[k]) / 2 for k, t in a.items() if k in b}
 
     def link(a: Link, b: Link) -> Link:
         return Link((a.latency + b.latency) / 2, rate(a.bandwidth, b.bandwidth))
@@ -158,11 +161,8 @@ def _midpoint(before: CostProfile, after: CostProfile) -> CostProfile:
         intra=link(before.intra, after.intra),
         inter=link(before.inter, after.inter),
         jitter=(before.jitter + after.jitter) / 2,
-        allreduce={
-            k: (t + after.allreduce[k]) / 2
-            for k, t in before.allreduce.items()
-            if k in after.allreduce
-        },
+        allreduce=mean(before.allreduce, after.allreduce),
+        allreduce_cpu=mean(before.allreduce_cpu, after.allreduce_cpu),
         copy_bandwidth=rate(before.copy_bandwidth, after.copy_bandwidth),
         handoff_cpu=tuple(
             (x + y) / 2 for x, y in zip(before.handoff_cpu, after.handoff_cpu, strict=False)

@@ -35,10 +35,11 @@ sending, which the link model does not see).
 
 ``allreduce_cpu`` (optional; ranks -> seconds) is what that all-reduce costs a CPU rank's
 core: how much longer an op that computes on the rank's core beside it takes, as measured by
-``tgpipe profile`` (gloo's threads, and GRAD_SYNC's own flatten and split, run there). A
-step that lags behind its batch's all-reduce overlaps the next one; the simulator spreads
-these seconds over the all-reduce's time and stretches the ops that overlap it by their part
-(`allreduce_core`).
+``tgpipe profile`` (gloo's threads, and GRAD_SYNC's own flatten and split, run there). Where
+a step lags behind its batch's all-reduce, the next batch's ops overlap that all-reduce; the
+simulator spreads these seconds over the all-reduce's time and slows the ops that overlap it
+by that share of the core (`allreduce_core`; not in a snapshot epoch, whose one all-reduce
+ends it).
 
 ``jitter`` (optional; seconds) is how much one batch's ops on one rank vary from one run of
 them to the next (a standard deviation): two ranks that compute the same batch at once
@@ -441,6 +442,15 @@ def _parse(data: object, where: str) -> CostProfile:
     copy = _number(data.get("copy_bandwidth", 0.0), f"{where}: copy_bandwidth", unit="bytes/s")
     if 0 < copy < MIN_BANDWIDTH:
         raise InputError(f"{where}: copy_bandwidth must be 0 (none) or at least {MIN_BANDWIDTH:g}")
+    allreduce = _allreduce(data.get("allreduce", {}), where)
+    beside = _allreduce(data.get("allreduce_cpu", {}), where, "allreduce_cpu")
+    unmeasured = sorted(beside.keys() - allreduce.keys())
+    if unmeasured:
+        k = unmeasured[0]
+        raise InputError(
+            f"{where}: allreduce_cpu.{k} is for an all-reduce on {k} ranks that 'allreduce' "
+            "does not have; measure both with 'tgpipe profile', or remove it"
+        )
     return CostProfile(
         name=data.get("name", "") or Path(where).stem,
         source=source,
@@ -457,8 +467,8 @@ def _parse(data: object, where: str) -> CostProfile:
         batch_scale=tuple(float(x) for x in scale),
         copy_bandwidth=float(copy),
         jitter=_number(data.get("jitter", 0.0), f"{where}: jitter", most=MAX_SECONDS, unit="s"),
-        allreduce=_allreduce(data.get("allreduce", {}), where),
-        allreduce_cpu=_allreduce(data.get("allreduce_cpu", {}), where, "allreduce_cpu"),
+        allreduce=allreduce,
+        allreduce_cpu=beside,
         handoff_cpu=_handoff_cpu(data.get("handoff_cpu", []), where),
     )
 

@@ -150,12 +150,13 @@ def _rank_main(args: argparse.Namespace) -> None:
         if rank == 0:
             loop = _pool(loop, [(part[0], loop.batches) for part in pooled])
             samples = _pool(samples, [part[1:] for part in pooled])
-        allreduce, beside = None, None
+        allreduce = None  # each all-reduce's seconds, and what one costs an op beside it
         if world > 1:
             sync = allreduce_call(samples.grads, stream)
-            allreduce = time_collective(sync, args.warmup, args.repeat, device)
+            seconds, beside = time_collective(sync, args.warmup, args.repeat, device), None
             if in_runtime and _one_machine(nodes):  # gloo's threads beside a CPU's ops
-                beside = time_beside(sync, statistics.median(allreduce), args.repeat)
+                beside = time_beside(sync, statistics.median(seconds), args.repeat)
+            allreduce = (seconds, beside)
         handoff = ()
         if world > 1 and in_runtime and _one_machine(nodes):  # threads beside a CPU's ops
             size = samples.bytes["STEP"] // 4  # a packed learner's numbers
@@ -164,7 +165,6 @@ def _rank_main(args: argparse.Namespace) -> None:
         if rank == 0:
             # the jitter from the loop, where every rank timed the same batches
             jitter = loop.jitter()
-            allreduce = allreduce and (allreduce, beside)  # as `_write` takes them
             _write(args, stream, device, world, nodes, samples, jitter, allreduce, links, handoff)
     finally:
         dist.destroy_process_group()
@@ -177,7 +177,7 @@ def _pool(samples, parts: list[tuple[dict[str, list[float]], list[tuple[int, int
     return dataclasses.replace(samples, seconds=seconds, batches=batches)
 
 
-def _write(args, stream, device, world, nodes, samples, jitter, allreduce, links, handoff) -> None:
+def _write(args, stream, device, world, nodes, samples, jitter, allreduce, links, handoff):
     """Rank 0: the profile, checked, written, read back, and printed as a table."""
     from tgpipe.dag.ops import OPS
     from tgpipe.dag.profile import CostProfile, OpCost
@@ -206,7 +206,7 @@ def _write(args, stream, device, world, nodes, samples, jitter, allreduce, links
         )
         + "GRAD_SYNC's median is its local overhead; allreduce: the whole all-reduce measured "
         "on these ranks (elsewhere its messages are costed from the link); allreduce_cpu: "
-        "how much longer an op computing beside it on a rank's core takes (CPU ranks of one "
+        "how much longer an op computing beside it on rank 0's core takes (CPU ranks of one "
         "machine; median of --repeat pairs, beside and alone). "
         "batch_scale: each training batch's ops over the sum of their medians "
         "(1 where unmeasured). copy_bandwidth: packing and unpacking the learner "
@@ -246,8 +246,8 @@ def _write(args, stream, device, world, nodes, samples, jitter, allreduce, links
         jitter=jitter,
         handoff_cpu=handoff,
     )
-    seconds, beside = allreduce or (None, None)  # each all-reduce's; an op's beside one
-    profile = _with_allreduce(profile, seconds, world, nodes, beside)
+    seconds, beside = allreduce or (None, None)
+    profile = _with_allreduce(profile, seconds, beside, world, nodes)
     _save(profile, args.output)
 
     print(
@@ -273,11 +273,13 @@ def _save(profile, path: str) -> None:
 
 
 def _with_allreduce(
-    profile, allreduce: list[float] | None, world: int, nodes: list[int], beside=None
+    profile, allreduce: list[float] | None, beside: float | None, world: int, nodes: list[int]
 ):
-    """The profile with the whole all-reduce's timing in meta beside what the link model
-    predicts, and as the all-reduce's cost on `world` ranks when they are on one machine,
-    with what it costs an op beside it on a CPU rank's core (`beside`, where measured)."""
+    """The profile with the whole all-reduce's timing (`allreduce`: rank 0's, each time) in
+    meta beside what the link model predicts, and as the all-reduce's cost on `world` ranks
+    when they are on one machine, with what it costs an op beside it on rank 0's core
+    (`beside`: CPU ranks of one machine; where it cost nothing that can be told from noise,
+    nothing is kept)."""
     from tgpipe.executor.profiler import median_spread
 
     if not allreduce:
@@ -297,7 +299,7 @@ def _with_allreduce(
         profile,
         meta={**profile.meta, "allreduce": measured},
         allreduce={} if inter else {world: median},
-        allreduce_cpu={} if beside is None else {world: beside},
+        allreduce_cpu={world: beside} if beside and not inter else {},
     )
 
 
@@ -439,7 +441,7 @@ def _write_snapshots(args, seq, config, device, world, nodes, samples, allreduce
             f"{correlation:.3f}): the split between per_vertex and per_edge is not "
             "determined by this data; trust the fit for snapshots shaped like these only.",
         )
-    profile = _with_allreduce(profile, allreduce, world, nodes)
+    profile = _with_allreduce(profile, allreduce, None, world, nodes)
     _save(profile, args.output)
 
     print(

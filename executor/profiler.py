@@ -20,7 +20,7 @@ GRAD_SYNC the gradients it all-reduces, STEP the packed weights with their optim
 
 GRAD_SYNC's median is its local overhead only (flatten, all-reduce on a group of one rank,
 divide, split): on other shapes of machine `CostProfile.cost` adds the ring all-reduce's
-messages from the link. The whole all-reduce on all ranks is timed too (`time_allreduce`):
+messages from the link. The whole all-reduce on all ranks is timed too (`time_collective`):
 the profile keeps it as the all-reduce's cost on these ranks (``allreduce``), and in meta
 beside what the link model predicts. On CPU ranks it is also timed beside an op
 (`time_beside`): gloo's threads and GRAD_SYNC's own flatten and split run on the rank's
@@ -98,7 +98,6 @@ __all__ = [
     "median_spread",
     "nbytes",
     "ping_pong",
-    "time_allreduce",
     "time_beside",
     "time_collective",
     "time_handoff",
@@ -268,8 +267,8 @@ def copy_rate(learner: Learner, now: Callable[[], float], repeat: int) -> float:
 
 
 def allreduce_call(grads: list[torch.Tensor], stream: Stream, group=None) -> Callable[[], None]:
-    """GRAD_SYNC of `grads` over `group`, as the runtime calls it, to time (`time_allreduce`,
-    `time_beside`)."""
+    """GRAD_SYNC of `grads` over `group`, as the runtime calls it, to time
+    (`time_collective`, `time_beside`)."""
     state = open_batch(stream, 0)  # a holder: the op reads and replaces only its grads
 
     def sync() -> None:
@@ -279,25 +278,20 @@ def allreduce_call(grads: list[torch.Tensor], stream: Stream, group=None) -> Cal
     return sync
 
 
-def time_allreduce(
-    grads: list[torch.Tensor], warmup: int, repeat: int, stream: Stream, group=None
-) -> list[float]:
-    """Seconds of GRAD_SYNC over `group`, `repeat` times after `warmup`; every rank of the
-    group calls it. A barrier before each all-reduce starts the ranks together, so that none
-    is timed waiting for a late peer.
-    """
-    sync = allreduce_call(grads, stream, group)
-    return time_collective(sync, warmup, repeat, stream.device, group)
-
-
-def time_beside(call: Callable[[], object], seconds: float, repeat: int, group=None) -> float:
-    """What `call` (a collective over `group`, every rank of which calls this too), run on
-    a thread of its own as the runtime's ``net`` lane runs GRAD_SYNC, costs an op that
+def time_beside(
+    call: Callable[[], object],
+    seconds: float,
+    repeat: int,
+    barrier: Callable[[], object] = dist.barrier,
+) -> float:
+    """What `call` (a collective of all ranks, every one of which calls this too), run on a
+    thread of its own as the runtime's ``net`` lane runs GRAD_SYNC, costs an op that
     computes on this CPU rank's core meanwhile: the median, over `repeat` pairs after a
     tenth more uncounted, of the op's seconds beside it less its seconds alone. The op (a
     matrix product, over and over) lasts about twice `seconds`, the collective's own, so
     that all of the collective falls in it; the two of a pair follow each other, so that
-    the machine's drift cancels. At least 0."""
+    the machine's drift cancels; a `barrier` before each starts the ranks together. At
+    least 0."""
     a = torch.rand(160, 160)
     start = time.perf_counter()
     for _ in range(10):
@@ -314,9 +308,9 @@ def time_beside(call: Callable[[], object], seconds: float, repeat: int, group=N
     slower = []
     with ThreadPoolExecutor(1) as lane:
         for k in range(warmup + repeat):
-            dist.barrier(group=group)
+            barrier()
             alone = op()
-            dist.barrier(group=group)
+            barrier()
             done = lane.submit(call)
             beside = op()
             done.result()

@@ -18,7 +18,7 @@ peer after the latency. Where ranks compute on CPUs those copies run on the rank
 beside its ops (the runtime's sender and receiver threads), so the op a rank is running
 when one of its copies ends takes longer by that copy (`_interfere`); so do gloo's threads
 while a GRAD_SYNC runs, and an op beside it takes longer by the all-reduce's CPU seconds that
-fall in its time (`CostProfile.allreduce_core`, `_shared_core`). A GRAD_SYNC is a
+fall in its time (`CostProfile.allreduce_core`, `_on_core`). A GRAD_SYNC is a
 collective: every member waits until all have arrived (and, where the profile measured a
 `jitter`, for the expected slowest of those that arrive together: `_slowest_member`), then
 all hold their ports for the all-reduce time.
@@ -67,6 +67,28 @@ from tgpipe.simulator.copies import weight_copies
 from tgpipe.trace import Trace, TraceRow
 
 __all__ = ["Deadlock", "expected_max", "simulate"]
+
+
+def _through(syncs: list[tuple[float, float]], now: float, work: float, share: float) -> float:
+    """When `work` seconds of an op started at `now` end, at 1 - `share` of its speed inside
+    the all-reduces `syncs` (none starts later than `now`) and at full speed outside.
+
+    >>> _through([(0.0, 4.0)], 1.0, 1.0, 0.5)  # at half speed: 1 s of work takes 2
+    3.0
+    >>> _through([(0.0, 4.0)], 3.0, 2.0, 0.5)  # 0.5 s of work by 4, the rest after it
+    5.5
+    >>> _through([(0.0, 4.0)], 1.0, 1.0, 1.0)  # the whole core: nothing until it ends
+    5.0
+    """
+    for begin, end in syncs:
+        if end <= now:
+            continue
+        now = max(now, begin)
+        if share < 1.0 and now + work / (1.0 - share) <= end:
+            return now + work / (1.0 - share)
+        work -= (end - now) * (1.0 - share)
+        now = end
+    return now + work
 
 
 @cache
@@ -137,9 +159,9 @@ class _Run:
         self.measured = set(costs)  # ... and its all-reduces their waits (no jitter added)
         self.computing: dict[int, Action] = {}  #: a CPU rank -> the op on its core now
         self.stretch: dict[int, float] = defaultdict(float)  #: ... its copies' time, to add
-        #: a CPU rank -> its all-reduces (start, end) that its next ops may overlap, and the
-        #: share of its core they use
+        #: a CPU rank -> its all-reduces (start, end) that its next ops may overlap
         self.syncing: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        #: ... the share of its core each uses (a snapshot epoch's one all-reduce: none)
         self.sync_core = 0.0 if w is not None else profile.allreduce_core(n, inter)
         # a snapshot epoch on GPUs: the GPU ops of a rank's workers share its GPU
         self.devices = {}
@@ -254,11 +276,12 @@ class _Run:
                 on_core = self.p.compute == "cpu" and "gpu" in kinds
                 if on_core:  # a CPU rank's op: one at a time, on the rank's core
                     self.computing[rank] = act
-                elif act.op == "GRAD_SYNC" and self.sync_core:  # its threads use the core
-                    self.syncing[rank].append((start, start + cost))
-                yield env.timeout(cost)
-                if on_core:
-                    yield from self._shared_core(rank, act, start)
+                    yield from self._on_core(rank, act, cost)
+                    del self.computing[rank]
+                else:
+                    if act.op == "GRAD_SYNC" and self.sync_core:  # its threads use the core
+                        self.syncing[rank].append((start, start + cost))
+                    yield env.timeout(cost)
                 for res, req in held:
                     res.release(req)
             self.rows.append(TraceRow(rank, lane, act.op, act.batch, start, env.now))
@@ -331,24 +354,24 @@ class _Run:
         self._interfere(dst, copy)
         arrived.succeed()
 
-    def _shared_core(self, rank: int, act: Action, since: float):
-        """`act`, an op on a CPU rank's core, has run its cost: it takes longer by what the
-        rank's other threads took from the core meanwhile, its copies (`_interfere`) and its
-        all-reduces' CPU seconds (`CostProfile.allreduce_core`), the longer time included
-        (a replayed op's measured seconds hold them already)."""
-        while True:
-            extra = self.stretch.pop(rank, 0.0)
-            if act not in self.measured:
-                extra += self.sync_core * sum(
-                    max(0.0, min(end, self.env.now) - max(begin, since))
-                    for begin, end in self.syncing[rank]
+    def _on_core(self, rank: int, act: Action, work: float):
+        """`act` does `work` seconds on its CPU rank's core, which the rank's other threads
+        share: it ends later by the copies that end meanwhile (`_interfere`), and it moves at
+        1 - `sync_core` of its speed while the rank's all-reduce runs (gloo's threads,
+        `CostProfile.allreduce_core`). A replayed op's measured seconds hold all that."""
+        share = 0.0 if act in self.measured else self.sync_core
+        syncs = self.syncing[rank]  # (start, end), in order: each is added as it starts
+        while work > 1e-12:
+            start, known = self.env.now, len(syncs)
+            yield self.env.timeout(_through(syncs, start, work, share) - start)
+            work = self.stretch.pop(rank, 0.0)  # copies that ended meanwhile
+            work += (
+                share
+                * sum(  # all-reduces that started meanwhile
+                    max(0.0, min(end, self.env.now) - begin) for begin, end in syncs[known:]
                 )
-            if extra < 1e-12:
-                break
-            since = self.env.now
-            yield self.env.timeout(extra)
-        del self.computing[rank]
-        self.syncing[rank] = [(b, e) for b, e in self.syncing[rank] if e > self.env.now]
+            )
+        self.syncing[rank] = [(b, e) for b, e in syncs if e > self.env.now]
 
     def _interfere(self, rank: int, seconds: float) -> None:
         """A copy of `seconds` by a thread of `rank` beside its ops has just ended: on a CPU

@@ -103,6 +103,7 @@ def _bad(tmp_path, mutate):
         (lambda d: d.update(allreduce=[2]), "allreduce must be an object of ranks"),
         (lambda d: d.update(allreduce_cpu={"2": -1}), r"allreduce_cpu.2 must be > 0"),
         (lambda d: d.update(allreduce_cpu=[2]), "allreduce_cpu must be an object of ranks"),
+        (lambda d: d.update(allreduce_cpu={"2": 1e-3}), "an all-reduce on 2 ranks that 'all"),
         (lambda d: d.update(handoff_cpu=[1e-5]), r"handoff_cpu must be \[sender seconds"),
         (lambda d: d.update(handoff_cpu={"a": 1}), r"handoff_cpu must be \[sender seconds"),
         (lambda d: d.update(handoff_cpu=[1e-5, -1]), r"handoff_cpu\[1\] must be >= 0"),

@@ -232,18 +232,20 @@ def test_on_cpu_ranks_a_hand_off_costs_its_two_ends_cores_what_the_profile_measu
     assert all(r.end - r.start == pytest.approx(gpu.cost(r.op)) for r in simulate(ring, gpu).rows)
 
 
-def test_on_cpu_ranks_an_op_beside_an_allreduce_takes_longer_by_its_share_of_the_core(hand):
+@pytest.mark.parametrize("share", [0.5, 1.0])
+def test_on_cpu_ranks_an_op_beside_an_allreduce_takes_longer_by_its_share_of_the_core(hand, share):
     """A step that lags behind its all-reduce (semantics (0,1,2), step_lag 1) lets the next
     batch compute while the all-reduce runs. On CPU ranks gloo's threads use the rank's core
-    meanwhile (`allreduce_cpu`: 2 ms of a 4 ms all-reduce, half the core): every op on a
-    rank takes longer by half the time it overlapped that rank's all-reduces, its longer
-    time included, and the rank ends later. On GPUs, or with the runs' own seconds
-    replayed, nothing is stretched."""
+    meanwhile (`allreduce_cpu`: half of a 4 ms all-reduce's time, or all of it): every op on
+    a rank takes longer by that share of the time it overlapped that rank's all-reduces,
+    its longer time included (all of the core: it waits for the all-reduce's end), and the
+    rank ends later. On GPUs, or with the runs' own seconds replayed, nothing is
+    stretched."""
     base = hand(GPU_HEAVY | {"STEP": 1e-3})
     cpu = dataclasses.replace(base, compute="cpu", allreduce={2: 4e-3})
     lag = pipeline(cpu, 2, 24, Semantics(0, 1, 2), step_lag=1)
     plain = simulate(lag, cpu)
-    shared = dataclasses.replace(cpu, allreduce_cpu={2: 2e-3})
+    shared = dataclasses.replace(cpu, allreduce_cpu={2: share * 4e-3})
     trace = simulate(lag, shared)
     syncs = [r for r in trace.rows if r.op == "GRAD_SYNC"]
     stretched = 0.0
@@ -254,7 +256,7 @@ def test_on_cpu_ranks_an_op_beside_an_allreduce_takes_longer_by_its_share_of_the
             max(0.0, min(r.end, s.end) - max(r.start, s.start)) for s in syncs if s.rank == r.rank
         )
         extra = (r.end - r.start) - shared.batch_cost(r.op, r.batch, 2)
-        assert extra == pytest.approx(0.5 * overlap, abs=1e-9), r
+        assert extra == pytest.approx(share * overlap, abs=1e-9), r
         stretched += extra
     assert stretched > 10 * 1e-3  # most batches overlap an all-reduce
     assert metrics(trace).makespan > metrics(plain).makespan
