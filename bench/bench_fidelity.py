@@ -7,7 +7,7 @@ beside the period the same schedule measures when it trains for real, side by si
 
 It is what `tgpipe validate` does (profile this machine with all ranks computing, simulate
 each family from that profile, run the same schedule file on local gloo ranks), with the
-verdict: the largest error, and whether every family is within 10 %. Two more columns split
+verdict: the largest error, and whether every row is within 10 %. Two more columns split
 the error: the *replay* simulates each run again with its own measured op costs (the model's
 error alone). The machine's speed drifts (by 10-20 % within a minute while it is shared), so
 each family is predicted from a profile of its ranks (sequential: one rank alone) taken just
@@ -21,7 +21,9 @@ op's median cost in the run (as the replay takes it) over the profile's.
 A burst of other work on the machine can make one profile, or one run, 10-20 % slower than
 the next. So the bench repeats the whole (profile, run, profile) for every family
 `--rounds` times, the families taking turns, and reports each family's medians beside the
-error of every round.
+error of every round. Last in each round comes the schedule that `tgpipe search` finds for
+the ranks from the profile before it (``found``), as `tgpipe demo` runs it: what the tool
+recommends is predicted as well as the families.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ from tgpipe.executor.validate import (
     validate,
 )
 from tgpipe.metrics import metrics
+from tgpipe.schedules.search import search
 from tgpipe.simulator.sim import simulate
 
+#: The row of the schedule that the search finds, round by round.
+FOUND = "found"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikipedia.csv"
 
 
@@ -66,11 +71,16 @@ def main() -> None:
     #: family -> one entry per round
     rows, drift, bracketed = defaultdict(list), defaultdict(list), defaultdict(list)
     op_costs = defaultdict(list)
+    found_names = []  # the found schedule of each round
     for _ in range(args.rounds):
-        for name in FAMILY_NAMES:  # each from a profile of its ranks taken just before its run
+        for name in (*FAMILY_NAMES, FOUND):  # each from a profile taken just before its run
             ranks = 1 if name == "sequential" else args.nproc
             before = measure_profile(data, ranks, repeat)
-            schedules = family_schedules([name], before, args.nproc, n)
+            if name == FOUND:
+                schedules = [search(before, gpus_per_machine=args.nproc, n_batches=n).best.schedule]
+                found_names.append(schedules[0].name)
+            else:
+                schedules = family_schedules([name], before, args.nproc, n)
             (found,), (_, measured) = validate(schedules, before, data)
             rows[name].append(found)
             op_costs[name].append(_op_costs(measured, before))
@@ -96,11 +106,12 @@ def main() -> None:
         )
         each = " ".join(f"{f.error * 100:+.1f}" for f in found)
         print(
-            f"{found[0].name:<18}{cells[0]:>14.2f}{cells[1]:>14.2f}{cells[2]:>+14.1f}"
+            f"{_label(name, found):<18}{cells[0]:>14.2f}{cells[1]:>14.2f}{cells[2]:>+14.1f}"
             f"{cells[3]:>+14.1f}{cells[4]:>+14.1f}{cells[5]:>+17.1f}  {each}"
         )
+    print(f"found, round by round: {', '.join(found_names)}")
     print("\nop cost in the run over the profile taken before it, % (median over batches, rounds)")
-    print(f"{'op':<12}" + "".join(f"{found[0].name:>18}" for found in rows.values()))
+    print(f"{'op':<12}" + "".join(f"{_label(n, f):>18}" for n, f in rows.items()))
     for op in OPS:
         cells = [[c[op] for c in op_costs[name] if op in c] for name in rows]
         if any(cells):
@@ -115,9 +126,15 @@ def main() -> None:
         worst = max(values, key=lambda name: abs(values[name]))
         verdict = "within" if abs(values[worst]) <= 0.10 else "NOT within"
         print(
-            f"largest |median {what}|: {abs(values[worst]) * 100:.1f} % ({rows[worst][0].name}); "
-            f"every family {verdict} 10 %"
+            f"largest |median {what}|: {abs(values[worst]) * 100:.1f} % "
+            f"({_label(worst, rows[worst])}); "
+            f"every row {verdict} 10 %"
         )
+
+
+def _label(name: str, found: list) -> str:
+    """A row's name: the family's schedule, or ``found`` (its schedules are listed apart)."""
+    return FOUND if name == FOUND else found[0].name
 
 
 def _op_costs(measured, profile: CostProfile) -> dict[str, float]:
