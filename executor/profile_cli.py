@@ -278,8 +278,8 @@ def _with_allreduce(
     """The profile with the whole all-reduce's timing (`allreduce`: rank 0's, each time) in
     meta beside what the link model predicts, and as the all-reduce's cost on `world` ranks
     when they are on one machine, with what it costs an op beside it on rank 0's core
-    (`beside`: CPU ranks of one machine; where it cost nothing that can be told from noise,
-    nothing is kept)."""
+    (`beside`: CPU ranks of one machine; where the median pair measured no slowdown, 0,
+    nothing is kept: the profile's fields hold positive seconds)."""
     from tgpipe.executor.profiler import median_spread
 
     if not allreduce:
@@ -492,7 +492,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "parallel over all of them; lane threads and all), and an "
         "op's time includes the runtime's pause before it. With several ranks, "
         "also the latency and bandwidth between them (ping-pong) and the gradient "
-        "all-reduce. Writes a CostProfile for 'tgpipe simulate --profile' and 'tgpipe search "
+        "all-reduce; on CPU ranks of one machine, what a learner handed on and an all-reduce "
+        "cost the ops on a rank's core. Writes a CostProfile for 'tgpipe simulate --profile' and 'tgpipe search "
         "--profile'. With --workload snapshot, the ops of the snapshot model (GCN + GRU) on "
         "each training snapshot, each op's cost fitted as a fixed part plus a part per vertex "
         "and per edge of a snapshot.",

@@ -17,8 +17,8 @@ is copied into shared memory on the sender's port, once for every peer, and out 
 peer after the latency. Where ranks compute on CPUs those copies run on the rank's own core
 beside its ops (the runtime's sender and receiver threads), so the op a rank is running
 when one of its copies ends takes longer by that copy (`_interfere`); so do gloo's threads
-while a GRAD_SYNC runs, and an op beside it takes longer by the all-reduce's CPU seconds that
-fall in its time (`CostProfile.allreduce_core`, `_on_core`). A GRAD_SYNC is a
+while a GRAD_SYNC runs, and an op beside it moves at the speed the all-reduce leaves it
+(`CostProfile.allreduce_core`, `_on_core`). A GRAD_SYNC is a
 collective: every member waits until all have arrived (and, where the profile measured a
 `jitter`, for the expected slowest of those that arrive together: `_slowest_member`), then
 all hold their ports for the all-reduce time.
