@@ -493,10 +493,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "op's time includes the runtime's pause before it. With several ranks, "
         "also the latency and bandwidth between them (ping-pong) and the gradient "
         "all-reduce; on CPU ranks of one machine, what a learner handed on and an all-reduce "
-        "cost the ops on a rank's core. Writes a CostProfile for 'tgpipe simulate --profile' and 'tgpipe search "
-        "--profile'. With --workload snapshot, the ops of the snapshot model (GCN + GRU) on "
-        "each training snapshot, each op's cost fitted as a fixed part plus a part per vertex "
-        "and per edge of a snapshot.",
+        "cost the ops on a rank's core. Writes a CostProfile for 'tgpipe simulate --profile' "
+        "and 'tgpipe search --profile'. With --workload snapshot, the ops of the snapshot "
+        "model (GCN + GRU) on each training snapshot, each op's cost fitted as a fixed part "
+        "plus a part per vertex and per edge of a snapshot.",
     )
     add_data_args(p, snapshots=True)
     add_workload_args(p)
