@@ -23,7 +23,8 @@ the next. So the bench repeats the whole (profile, run, profile) for every famil
 `--rounds` times, the families taking turns, and reports each family's medians beside the
 error of every round. Last in each round comes the schedule that `tgpipe search` finds for
 the ranks from the profile before it (``found``), as `tgpipe demo` runs it: what the tool
-recommends is predicted as well as the families.
+recommends is predicted as well as the families, and its measured period is set beside the
+fastest family's (is it at least as fast?).
 """
 
 from __future__ import annotations
@@ -122,6 +123,17 @@ def main() -> None:
         "bracketed error": {name: med(b) for name, b in bracketed.items()},
         "replay error": {name: med(f.replay_error for f in found) for name, found in rows.items()},
     }
+    families = [n for n in rows if n != FOUND]
+    fastest = min(families, key=lambda n: med(f.measured for f in rows[n]))
+    ratio = med(f.measured for f in rows[FOUND]) / med(f.measured for f in rows[fastest])
+    each = [  # round by round: over the family that measured fastest in that round
+        f.measured / min(rows[n][k].measured for n in families) for k, f in enumerate(rows[FOUND])
+    ]
+    print(
+        f"found's median measured period over the fastest family's "
+        f"({_label(fastest, rows[fastest])}): {ratio:.3f}; round by round, over that round's "
+        f"fastest: {' '.join(f'{r:.3f}' for r in each)}"
+    )
     for what, values in errors.items():
         worst = max(values, key=lambda name: abs(values[name]))
         verdict = "within" if abs(values[worst]) <= 0.10 else "NOT within"
