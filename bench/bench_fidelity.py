@@ -52,6 +52,8 @@ from tgpipe.simulator.sim import simulate
 
 #: The row of the schedule that the search finds, round by round.
 FOUND = "found"
+#: The op table's last line: a batch's ops together.
+ALL_OPS = "all ops"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikipedia.csv"
 
 
@@ -113,7 +115,7 @@ def main() -> None:
     print(f"found, round by round: {', '.join(found_names)}")
     print("\nop cost in the run over the profile taken before it, % (median over batches, rounds)")
     print(f"{'op':<12}" + "".join(f"{_label(n, f):>18}" for n, f in rows.items()))
-    for op in OPS:
+    for op in (*OPS, ALL_OPS):
         cells = [[c[op] for c in op_costs[name] if op in c] for name in rows]
         if any(cells):
             text = [f"{med(c) * 100:+.1f}" if c else "-" for c in cells]
@@ -150,13 +152,19 @@ def _label(name: str, found: list) -> str:
 
 
 def _op_costs(measured, profile: CostProfile) -> dict[str, float]:
-    """Each op's median cost in a measured run over the profile's, minus one. Not GRAD_SYNC:
-    its row holds the wait for the slower rank, which the simulator charges apart."""
+    """Each op's median cost in a measured run over what the simulator charges for it, minus
+    one, and the same of their sum (`ALL_OPS`: how much slower a batch's ops ran than
+    profiled, which the error follows). GRAD_SYNC's is the all-reduce from its last member's
+    arrival (`measured_costs`) over the profile's all-reduce on the group's ranks."""
+    group = measured.meta["semantics"][2]
     by_op = defaultdict(list)
     for act, seconds in measured_costs(measured).items():
-        if act.op != "GRAD_SYNC":
-            by_op[act.op].append(seconds)
-    return {op: statistics.median(s) / profile.cost(op) - 1 for op, s in by_op.items()}
+        by_op[act.op].append(seconds)
+    run = {op: statistics.median(s) for op, s in by_op.items()}
+    charged = {op: profile.cost(op, group) for op in run}
+    costs = {op: run[op] / charged[op] - 1 for op in run}
+    costs[ALL_OPS] = sum(run.values()) / sum(charged.values()) - 1
+    return costs
 
 
 def _total(profile) -> float:
