@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from tgpipe.cli import add_profile_arg, add_workload_args, output_file, positive_int
+from tgpipe.cli import add_profile_arg, add_workload_args, output_file, percent, positive_int
 from tgpipe.errors import InputError
 from tgpipe.files import atomic_write_all
 from tgpipe.progress import Progress
-from tgpipe.schedules.search import Evaluated, search
+from tgpipe.schedules.search import MARGIN, Evaluated, search
 from tgpipe.simulator.cli import pct, print_table
 from tgpipe.simulator.sim import simulate
 
@@ -67,6 +67,7 @@ def _search(args: argparse.Namespace) -> None:
             max_weight_staleness=args.max_weight_staleness,
             n_batches=args.batches,
             seed=args.seed,
+            margin=args.margin,
             on_progress=progress,
         )
     budget_w = "W-1" if args.max_weight_staleness is None else args.max_weight_staleness
@@ -84,6 +85,14 @@ def _search(args: argparse.Namespace) -> None:
     print_table([_row("found", result.best), _row("best family", result.best_family)], HEADER)
     speedup = result.best_family.period / result.best.period
     print(f"\nthe found schedule runs {speedup:.3f}x the best published family")
+    fastest, answer = result.pareto[0], result.best.schedule.semantics
+    same = next((r for r in result.pareto if r.schedule.semantics == answer), None)
+    if fastest.schedule.semantics != answer and same:
+        print(
+            f"{fastest.schedule.name} is predicted {same.period / fastest.period - 1:.1%} faster "
+            f"(window runs), with semantics {fastest.schedule.semantics} against {answer}: "
+            f"less than the {args.margin * 100:g} % margin (--margin 0 answers the fastest)"
+        )
     outputs = []
     if args.out:
         outputs.append((args.out, result.best.schedule.dumps()))
@@ -139,6 +148,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1121,
         help="batches of the full run that re-checks the answer "
         "(default: %(default)s, one REDDIT epoch)",
+    )
+    p.add_argument(
+        "--margin",
+        type=percent,
+        default=MARGIN,
+        metavar="PCT",
+        help="how much faster, as predicted, a staler schedule must be to be the answer, in %% "
+        f"(default: {MARGIN * 100:g}; 0: the fastest whatever its staleness)",
     )
     p.add_argument("--seed", type=int, default=0, help="breaks ties (default: %(default)s)")
     p.add_argument(

@@ -448,6 +448,12 @@ CASES = [
         "see tgpipe search --help",
     ),
     Case(
+        "cli-search-margin-100",
+        ("search", "--margin", "100", "-o", "best.txt"),
+        "argument --margin: expected a percentage >= 0 and < 100, got 100",
+        "see tgpipe search --help",
+    ),
+    Case(
         "cli-simulate-0-batches",
         ("simulate", "--batches", "0", *SIM_OUT),
         "argument --batches: expected an integer >= 1, got 0",

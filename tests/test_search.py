@@ -7,6 +7,7 @@ from tgpipe.dag.semantics import Semantics
 from tgpipe.errors import InputError
 from tgpipe.schedules import family, validate
 from tgpipe.schedules.search import (
+    MARGIN,
     Candidate,
     Evaluated,
     _choose,
@@ -121,6 +122,20 @@ def test_a_tie_goes_to_the_hand_written_family():
     known = known._replace(candidate=known.candidate._replace(family="pipetgl"), bubble=0.02)
     assert _choose([found, known]) is known
     assert _choose([found, _fake(100, (0, 1, 1))]) is found  # not a tie: the faster
+
+
+def test_a_staler_schedule_must_win_by_the_margin():
+    """Predictions that are each right to a few per cent can still rank two close schedules
+    wrongly: a staler one must be faster by more than the margin to be the answer."""
+    stale, exact = _fake(206, (0, 1, 2)), _fake(200, (0, 1, 1))  # 3 % faster, staler
+    assert _choose([stale, exact], MARGIN) is exact
+    assert _choose([stale, exact]) is stale  # beyond a tie: the faster
+    assert _choose([_fake(212, (0, 1, 2)), exact], MARGIN).staleness() == (0, 1, 2)  # 6 %
+    family = exact._replace(candidate=exact.candidate._replace(family="pipetgl"))
+    assert _final(stale, family, MARGIN) is family
+    assert _final(stale, family) is stale
+    with pytest.raises(InputError, match="margin must be at least 0 % and under 100 %"):
+        search(load_profile("gpu-illustrative"), margin=1.0)
 
 
 def test_the_answer_is_never_slower_than_the_best_family():

@@ -76,6 +76,17 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+def percent(text: str) -> float:
+    """argparse type: a percentage, at least 0 and under 100, as a fraction."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
+    if not 0 <= value < 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage >= 0 and < 100, got {text}")
+    return value / 100
+
+
 def output_file(text: str) -> str:
     """argparse type of every output option: a path where a file can be written, checked
     while the command line is read, so that no work is done for a result that cannot be
