@@ -55,9 +55,10 @@ __all__ = ["Candidate", "Evaluated", "SearchResult", "pareto_front", "search"]
 TIE = 0.005
 #: How much faster, as predicted, a staler schedule (or one on more ranks, or not a family)
 #: must be to be the answer. Two schedules' predictions can be right each to within a few
-#: per cent and still be wrong about which is faster: measured on 2 CPU ranks, a pipeline of
-#: semantics (0,1,2) predicted 0.98-1.06x pipetgl(2)'s period ran 1.05-1.19x it
-#: (bench/HISTORY.md). A smaller lead is not worth more staleness.
+#: per cent and still be wrong about which is faster: on 2 CPU ranks, a pipeline of
+#: semantics (0,1,2) predicted at 0.98-1.07x pipetgl(2)'s period ran at 0.99-1.19x it, its
+#: ratio off by -6 to +21 % and ranked wrongly in 2 pairs of 8 (`bench/bench_margin.py`). A
+#: smaller lead is not worth more staleness.
 MARGIN = 0.05
 
 #: The lane-order knobs of `pipeline` and the values the search tries.
