@@ -152,10 +152,11 @@ def _label(name: str, found: list) -> str:
 
 
 def _op_costs(measured, profile: CostProfile) -> dict[str, float]:
-    """Each op's median cost in a measured run over what the simulator charges for it, minus
-    one, and the same of their sum (`ALL_OPS`: how much slower a batch's ops ran than
-    profiled, which the error follows). GRAD_SYNC's is the all-reduce from its last member's
-    arrival (`measured_costs`) over the profile's all-reduce on the group's ranks."""
+    """Each op's median cost in a measured run over the profile's (`CostProfile.cost`: the
+    simulator adds what runs beside it on the core), minus one, and the same of their sum
+    (`ALL_OPS`: how much slower a batch's ops ran than profiled). GRAD_SYNC's is the
+    all-reduce from its last member's arrival (`measured_costs`) over the profile's
+    all-reduce on the group's ranks."""
     group = measured.meta["semantics"][2]
     by_op = defaultdict(list)
     for act, seconds in measured_costs(measured).items():

@@ -27,7 +27,8 @@ def random_profile(seed: int):
 
 
 def main() -> None:
-    cases = [(load_profile(name), 0) for name in builtin_profiles()]
+    mtgnn = [p for p in map(load_profile, builtin_profiles()) if p.workload == "mtgnn"]
+    cases = [(profile, 0) for profile in mtgnn]  # snapshot profiles: bench_snapshot.py
     cases.append((load_profile("gpu-illustrative"), 1))
     cases += [(random_profile(seed), seed % 2) for seed in range(4)]
     print(f"{GPUS} GPUs on one machine, full re-check on {BATCHES:,} batches")

@@ -49,16 +49,16 @@ from tgpipe.simulator.sim import simulate
 
 __all__ = ["Candidate", "Evaluated", "SearchResult", "pareto_front", "search"]
 
-#: Periods within this fraction of the best count as equal; ties go to less staleness, then
-#: to fewer ranks, then to a hand-written family (but the answer is never slower than the
-#: best family: `_final`).
+#: Periods within this fraction of each other count as equal: for the Pareto front, and for
+#: the best family (the least stale of the families that tie with the fastest).
 TIE = 0.005
-#: How much faster, as predicted, a staler schedule (or one on more ranks, or not a family)
-#: must be to be the answer. Two schedules' predictions can be right each to within a few
-#: per cent and still be wrong about which is faster: on 2 CPU ranks, a pipeline of
-#: semantics (0,1,2) predicted at 0.98-1.07x pipetgl(2)'s period ran at 0.99-1.19x it, its
-#: ratio off by -6 to +21 % and ranked wrongly in 2 pairs of 8 (`bench/bench_margin.py`). A
-#: smaller lead is not worth more staleness.
+#: How much faster, as predicted, a schedule must be to be the answer over one that is less
+#: stale (then on fewer ranks, then a hand-written family). Two schedules' predictions can be
+#: right each to within a few per cent and still be wrong about which is faster: on 2 CPU
+#: ranks, a pipeline of semantics (0,1,2) predicted at 0.98-1.07x pipetgl(2)'s period ran at
+#: 0.99-1.19x it, its ratio off by -6 to +21 % (`bench/bench_margin.py`, 8 pairs; the one
+#: pair that predicted it faster, 0.984, ran 1.19x). A smaller lead is not worth more
+#: staleness, more ranks, or a schedule nobody has run.
 MARGIN = 0.05
 
 #: The lane-order knobs of `pipeline` and the values the search tries.
@@ -135,6 +135,8 @@ class SearchResult:
     evaluated: list[Evaluated] = field(default_factory=list)  #: every window run
     pruned: int = 0  #: structures skipped by their bound
     seconds: float = 0.0
+    #: (the fastest window run, the one chosen over it within the margin), where they differ
+    passed_over: tuple[Evaluated, Evaluated] | None = None
 
     @property
     def pareto(self) -> list[Evaluated]:
@@ -170,10 +172,9 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _choose(results: list[Evaluated], margin: float = TIE) -> Evaluated:
+def _choose(results: list[Evaluated], margin: float) -> Evaluated:
     """Fastest; among those within `margin` of it, the least stale, then the fewest ranks,
-    then a hand-written family (a schedule users know, where the simulator sees no
-    difference)."""
+    then a hand-written family (a schedule users know)."""
     fastest = min(r.period for r in results)
     close = [r for r in results if r.period <= fastest * (1 + margin)]
     return min(
@@ -200,9 +201,9 @@ def search(
 
     `max_weight_staleness` None allows W-1 on W ranks (the ring's). `window` is the number
     of batches each candidate is simulated for (default: 12 repeats of its pattern, at least
-    96). A staler schedule is the answer only if it is predicted faster by more than
-    `margin` (a fraction; `MARGIN`). `on_progress(done, total)` is called after each
-    candidate.
+    96). A schedule is the answer over a less stale one (then one on fewer ranks, then a
+    family) only if it is predicted faster by more than `margin` (a fraction; `MARGIN`).
+    `on_progress(done, total)` is called after each candidate.
     """
     if not 0 <= margin < 1:
         raise InputError(f"the margin must be at least 0 % and under 100 %, got {margin:.1%}")
@@ -297,14 +298,20 @@ def search(
         on_progress(total, total)
 
     chosen = _choose(evaluated, margin)
-    best_family = _choose([r for r in evaluated if r.family])  # the fastest family
+    best_family = _choose([r for r in evaluated if r.family], TIE)
     full = [_full_run(r.candidate, profile, n_batches, per_machine) for r in (chosen, best_family)]
+    fastest = min(evaluated, key=lambda r: r.period)
     return SearchResult(
-        _final(*full, margin), full[1], evaluated, pruned, time.perf_counter() - start
+        _final(*full, margin),
+        full[1],
+        evaluated,
+        pruned,
+        time.perf_counter() - start,
+        passed_over=(fastest, chosen) if fastest.period < chosen.period else None,
     )
 
 
-def _final(found: Evaluated, family: Evaluated, margin: float = TIE) -> Evaluated:
+def _final(found: Evaluated, family: Evaluated, margin: float) -> Evaluated:
     """The answer from the full runs of the chosen schedule and of the best family (the
     windows may misjudge): `_choose`'s rule, but never a schedule slower than the family."""
     best = _choose([found, family], margin)

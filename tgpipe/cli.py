@@ -77,9 +77,10 @@ def nonnegative_int(text: str) -> int:
 
 
 def percent(text: str) -> float:
-    """argparse type: a percentage, at least 0 and under 100, as a fraction."""
+    """argparse type: a percentage (``5`` or ``5%``), at least 0 and under 100, as a
+    fraction."""
     try:
-        value = float(text)
+        value = float(text.removesuffix("%"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
     if not 0 <= value < 100:

@@ -150,9 +150,12 @@ def _verdict(rows, schedules) -> list[str]:
             f"measured here, the found schedule ran {verdict}: {found.measured * 1e3:.2f} ms "
             f"per batch against {fastest.measured * 1e3:.2f} ms"
         )
+    from tgpipe.schedules.search import MARGIN
+
     lines.append(
-        "the search trusts the prediction: 'error %' is the prediction's from the profile, "
-        "'replay err %' the simulator's with the run's own op costs; the rest is the profile's"
+        f"the search ranks schedules by their predictions (a lead under {MARGIN:.0%} does not "
+        "count): 'error %' is the prediction's from the profile, 'replay err %' the "
+        "simulator's with the run's own op costs; the rest is the profile's"
     )
     return lines
 
