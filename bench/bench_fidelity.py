@@ -59,17 +59,13 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikiped
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(DATA))
-    p.add_argument("--limit-events", type=int, default=30000)
-    p.add_argument("--batch-size", type=int, default=600)
+    add_slice_args(p)
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="profile-and-run pairs per family")
     args = p.parse_args()
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
-    limit = args.limit_events or None
-    n = training_batches(args.data, args.batch_size, limit)
-    data = data_args(args.data, args.batch_size, limit)
+    n, data = slice_of(args)
     repeat = max(30, n)  # every training batch, for its scale
     #: family -> one entry per round
     rows, drift, bracketed = defaultdict(list), defaultdict(list), defaultdict(list)
@@ -144,6 +140,23 @@ def main() -> None:
             f"({_label(worst, rows[worst])}); "
             f"every row {verdict} 10 %"
         )
+
+
+def add_slice_args(p: argparse.ArgumentParser) -> None:
+    """The data options of the benches that run schedules against their predictions."""
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--limit-events", type=int, default=30000, help="0: all of it")
+    p.add_argument("--batch-size", type=int, default=600)
+
+
+def slice_of(args: argparse.Namespace) -> tuple[int, list[str]]:
+    """The training batches of `add_slice_args`'s options, and the options that give every
+    profile and run those batches."""
+    limit = args.limit_events or None
+    return (
+        training_batches(args.data, args.batch_size, limit),
+        data_args(args.data, args.batch_size, limit),
+    )
 
 
 def _label(name: str, found: list) -> str:

@@ -17,19 +17,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from pathlib import Path
+
+from bench_fidelity import add_slice_args, slice_of  # this folder: run as a script
 
 from tgpipe.dag.semantics import Semantics
-from tgpipe.executor.validate import (
-    data_args,
-    family_schedules,
-    measure_profile,
-    training_batches,
-    validate,
-)
+from tgpipe.executor.validate import family_schedules, measure_profile, validate
 from tgpipe.schedules.search import Candidate
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikipedia.csv"
 #: The lagging pipeline, as the search names it: pipeline(W=2,s=(0,1,2),host,p=3,late,
 #: support,lag=1).
 LAGGING = Candidate(
@@ -39,16 +33,12 @@ LAGGING = Candidate(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(DATA))
-    p.add_argument("--limit-events", type=int, default=30000)
-    p.add_argument("--batch-size", type=int, default=600)
+    add_slice_args(p)
     p.add_argument("--pairs", type=int, default=4, help="profile-and-two-runs rounds")
     args = p.parse_args()
     if args.pairs < 1:
         p.error("--pairs must be at least 1")
-    limit = args.limit_events or None
-    n = training_batches(args.data, args.batch_size, limit)
-    data = data_args(args.data, args.batch_size, limit)
+    n, data = slice_of(args)
     ratios = []  # (predicted, measured, replayed) per pair
     for k in range(args.pairs):
         profile = measure_profile(data, 2, max(30, n))
